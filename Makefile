@@ -1,0 +1,35 @@
+# Quick start: `make demo` and `make test`. Each creates .venv and installs what it needs.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.stamp
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP)-base: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(STAMP)-test: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e ".[test,ilp]"
+	touch $@
+
+demo: $(STAMP)-base
+	$(BIN)/serenity demo examples
+
+test: $(STAMP)-test
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)-test
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+bench: $(STAMP)-test
+	$(BIN)/python benchmarks/bench_scheduler.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

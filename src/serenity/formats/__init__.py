@@ -1,0 +1,108 @@
+"""File formats: adapters at the edge of the IR with symmetric verbs.
+
+Each adapter turns a file into a :class:`Model` (the IR graph plus the format's own handle, kept
+so that export changes nothing but the order) and writes a model back with its ops permuted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from serenity.errors import ModelFormatError
+from serenity.ir import Graph
+
+
+@dataclass(slots=True)
+class Model:
+    """A loaded model.
+
+    Attributes:
+        graph: The IR of the scheduled graph (TFLite: subgraph 0).
+        format: ``"onnx"``, ``"tflite"`` or ``"json"``.
+        path: The file it came from, if any.
+        source: The format's own in-memory model, used by the exporter.
+        info: Format facts worth reporting (opset, IR version, subgraph count...).
+    """
+
+    graph: Graph
+    format: str
+    path: Path | None
+    source: Any
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".json": "json"}
+
+
+def format_of(path: Path) -> str:
+    """The format a path's suffix names.
+
+    Raises:
+        ModelFormatError: unknown suffix.
+    """
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ModelFormatError(f"{path}: unknown model format (expected .onnx, .tflite or .json)")
+    return fmt
+
+
+def load(path: str | Path, *, dims: Mapping[str, int] | None = None) -> Model:
+    """Load a model file into the IR.
+
+    Args:
+        path: A ``.onnx``, ``.tflite`` or ``.json`` file.
+        dims: Values for symbolic dimensions, by name (``{"batch": 1}``).
+
+    Raises:
+        ModelFormatError: missing, truncated or corrupt file.
+        ShapeError: unknown or symbolic dimensions left after ``dims``.
+        GraphError: malformed graph (cycle, undefined tensor).
+    """
+    path = Path(path)
+    fmt = format_of(path)
+    if not path.is_file():
+        raise ModelFormatError(f"{path}: no such file")
+    if fmt == "onnx":
+        from serenity.formats.onnx_io import load_onnx
+
+        return load_onnx(path, dims=dims)
+    if fmt == "tflite":
+        from serenity.formats.tflite_io import load_tflite
+
+        return load_tflite(path, dims=dims)
+    from serenity.formats.json_io import load_json
+
+    return load_json(path)
+
+
+def save(model: Model, order: Sequence[int], path: str | Path) -> None:
+    """Write ``model`` to ``path`` in its own format with its ops in ``order``.
+
+    Nothing but the op order changes. The file is written to a temporary name and renamed.
+
+    Raises:
+        OrderError: ``order`` is not topological.
+        ModelFormatError: ``path``'s suffix is not the model's format.
+    """
+    path = Path(path)
+    if format_of(path) != model.format:
+        raise ModelFormatError(f"{path}: cannot write a {model.format} model as {path.suffix}")
+    order = model.graph.check_order(order)
+    if model.format == "onnx":
+        from serenity.formats.onnx_io import save_onnx
+
+        save_onnx(model, order, path)
+    elif model.format == "tflite":
+        from serenity.formats.tflite_io import save_tflite
+
+        save_tflite(model, order, path)
+    else:
+        from serenity.formats.json_io import save_json
+
+        save_json(model, order, path)
+
+
+__all__ = ["FORMATS", "Model", "format_of", "load", "save"]
