@@ -316,3 +316,22 @@ class Graph:
     def listed_order(self) -> Order:
         """The order of the source file (always topological: importers check it)."""
         return tuple(range(len(self.ops)))
+
+
+def with_element_size(graph: Graph, element_bytes: int) -> Graph:
+    """A copy of ``graph`` whose activations are accounted at ``element_bytes`` per element.
+
+    Used to ask "how much would this float model need quantised to int8 on a microcontroller"
+    (``element_bytes=1``) without converting it. Constants are unchanged (they cost nothing).
+    """
+    if element_bytes <= 0:
+        raise ValueError("element_bytes must be positive")
+    tensors = []
+    for t in graph.tensors.values():
+        if t.is_activation:
+            numel = 1
+            for s in t.shape:
+                numel *= s
+            t = replace(t, nbytes=numel * element_bytes)
+        tensors.append(t)
+    return Graph(graph.name, graph.ops, tensors, graph.inputs, graph.outputs)
