@@ -1,0 +1,72 @@
+"""Human output: byte sizes, rich tables and spinners on the terminal, memory-timeline plots."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from serenity.fsutil import atomic_path
+from serenity.ir import Graph
+from serenity.memory import simulate
+
+
+def fmt_bytes(n: int | float) -> str:
+    """``1536`` -> ``"1.5 KiB"``; exact bytes below 1 KiB.
+
+    >>> fmt_bytes(512), fmt_bytes(1536), fmt_bytes(3 * 1024**2)
+    ('512 B', '1.5 KiB', '3.0 MiB')
+    """
+    if n < 1024:
+        return f"{int(n)} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], *, show_header: bool = True) -> None:
+    """Print a table to stdout (plain text when stdout is not a terminal)."""
+    t = Table(title=title, show_header=show_header, title_justify="left")
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="left" if i == 0 else "right" if show_header else "left")
+    for r in rows:
+        t.add_row(*r)
+    Console(file=sys.stdout, width=max(100, Console().width)).print(t)
+
+
+@contextmanager
+def status(message: str, *, quiet: bool = False) -> Iterator[None]:
+    """A spinner on stderr while a long step runs (nothing when ``quiet`` or not a terminal)."""
+    console = Console(file=sys.stderr)
+    ctx = console.status(message) if console.is_terminal and not quiet else nullcontext()
+    with ctx:
+        yield
+
+
+def memory_timeline_png(graph: Graph, orders: Mapping[str, Sequence[int]], path: Path) -> None:
+    """Plot live bytes per step for each order (one line each) and write a PNG atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=120)
+    for name, order in orders.items():
+        prof = simulate(graph, order)
+        ax.step(range(len(prof.during)), [b / 1024 for b in prof.during], where="post",
+                label=f"{name} (peak {fmt_bytes(prof.peak)})")
+    ax.set_xlabel("step (op executed)")
+    ax.set_ylabel("live activation memory (KiB)")
+    ax.set_title(f"Memory timeline: {graph.name}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Real runtimes that execute models: onnxruntime and TensorFlow Lite Micro."""

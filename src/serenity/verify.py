@@ -1,0 +1,142 @@
+"""Check that a reordered model is the original with only its op order changed, and that a real
+runtime computes identical outputs from both.
+
+1. Structure: same format; the same ops (as a multiset) and everything else byte-for-byte equal
+   (ONNX: the proto without its node list; TFLite: the flatbuffer without subgraph 0's operator
+   vector; JSON: the document without ``ops``).
+2. Order: the reordered file's op order is topological.
+3. Outputs: both run on the same seeded random inputs (onnxruntime with PRIORITY_BASED
+   execution order; TFLite Micro, which runs operators in file order) and every output is
+   compared bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serenity.errors import OrderError
+from serenity.formats import Model, load
+from serenity.memory import simulate
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """The outcome of :func:`verify`.
+
+    Attributes:
+        ok: Structure equal, order valid and (when a runtime ran) outputs identical.
+        problems: One line per failed check, empty when ``ok``.
+        runtime: ``"onnxruntime"``, ``"tflite-micro"`` or ``"none"`` (JSON graphs).
+        outputs: Number of outputs compared.
+        max_abs_diff: Largest absolute difference over all outputs (0.0 when identical).
+    """
+
+    original: str
+    reordered: str
+    format: str
+    ok: bool
+    structure_equal: bool
+    order_valid: bool
+    outputs_identical: bool | None
+    runtime: str
+    outputs: int
+    max_abs_diff: float
+    peak_original: int
+    peak_reordered: int
+    seed: int
+    problems: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["problems"] = list(self.problems)
+        return d
+
+
+def verify(original: Path, reordered: Path, *, seed: int = 0, dims: Mapping[str, int] | None = None) -> VerifyReport:
+    """Verify ``reordered`` against ``original`` (see the module docstring for the checks).
+
+    Raises:
+        SerenityError: either file cannot be loaded, or a runtime cannot run the original.
+    """
+    a, b = load(original, dims=dims), load(reordered, dims=dims)
+    problems: list[str] = []
+    if a.format != b.format:
+        problems.append(f"formats differ: {a.format} vs {b.format}")
+        return _report(a, b, problems, False, False, None, "none", 0, 0.0, seed)
+    structure = _structure_problem(a, b)
+    if structure:
+        problems.append(structure)
+    order_ok = True
+    try:
+        b.graph.check_order(b.graph.listed_order)
+    except OrderError as e:
+        order_ok = False
+        problems.append(f"reordered op order is not topological: {e}")
+    identical: bool | None = None
+    runtime, n_out, diff = "none", 0, 0.0
+    if not structure and order_ok and a.format in ("onnx", "tflite"):
+        outs_a, outs_b, runtime = _run_both(a, b, seed, dims)
+        n_out = len(outs_a)
+        identical = True
+        for i, (x, y) in enumerate(zip(outs_a, outs_b, strict=True)):
+            same = x.shape == y.shape and x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind in "fc")
+            if x.shape == y.shape and x.size:
+                diff = max(diff, float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))))
+            if not same:
+                identical = False
+                problems.append(f"output {i} differs (max abs diff {diff:g})")
+    return _report(a, b, problems, not structure, order_ok, identical, runtime, n_out, diff, seed)
+
+
+def _report(a: Model, b: Model, problems: list[str], structure: bool, order_ok: bool,
+            identical: bool | None, runtime: str, n_out: int, diff: float, seed: int) -> VerifyReport:
+    peak_b = simulate(b.graph, b.graph.listed_order).peak if order_ok and structure else -1
+    return VerifyReport(
+        original=str(a.path), reordered=str(b.path), format=a.format,
+        ok=not problems, structure_equal=structure, order_valid=order_ok, outputs_identical=identical,
+        runtime=runtime, outputs=n_out, max_abs_diff=diff,
+        peak_original=simulate(a.graph, a.graph.listed_order).peak, peak_reordered=peak_b,
+        seed=seed, problems=tuple(problems),
+    )
+
+
+def _structure_problem(a: Model, b: Model) -> str | None:
+    """A one-line description of how ``b`` differs from ``a`` beyond op order, or ``None``."""
+    ga, gb = a.graph, b.graph
+    key = lambda op: (op.type, op.inputs, op.outputs)  # noqa: E731
+    if Counter(map(key, ga.ops)) != Counter(map(key, gb.ops)):
+        extra = next((op for op in gb.ops if key(op) not in set(map(key, ga.ops))), None)
+        what = f"op '{extra.name}' ({extra.type}) is new" if extra else "an op is missing or repeated"
+        return f"the models have different ops: {what}"
+    if ga.tensors != gb.tensors and {n: (t.shape, t.dtype, t.nbytes, t.constant) for n, t in ga.tensors.items()} != {
+        n: (t.shape, t.dtype, t.nbytes, t.constant) for n, t in gb.tensors.items()
+    }:
+        return "the models have different tensors"
+    if (ga.inputs, ga.outputs) != (gb.inputs, gb.outputs):
+        return "the models have different graph inputs or outputs"
+    if a.format == "onnx":
+        from serenity.formats.onnx_io import structure_problem
+    elif a.format == "tflite":
+        from serenity.formats.tflite_io import structure_problem  # type: ignore[no-redef]
+    else:
+        from serenity.formats.json_io import structure_problem  # type: ignore[no-redef]
+    return structure_problem(a, b)
+
+
+def _run_both(a: Model, b: Model, seed: int, dims: Mapping[str, int] | None) -> tuple[list, list, str]:
+    assert a.path is not None and b.path is not None
+    if a.format == "onnx":
+        from serenity.runtime import onnxrt
+
+        feeds = onnxrt.random_inputs(onnxrt.session(a.path), seed, dict(dims or {}))
+        return onnxrt.run(a.path, feeds), onnxrt.run(b.path, feeds), "onnxruntime"
+    from serenity.runtime import tflm
+
+    inputs = tflm.random_inputs(a.path, seed)
+    return tflm.run(a.path, inputs), tflm.run(b.path, inputs), "tflite-micro"
