@@ -30,9 +30,10 @@ class GraphError(SerenityError):
 class CycleError(GraphError):
     """The graph has a cycle; ``path`` lists the op names around it, first repeated last."""
 
-    def __init__(self, path: list[str]) -> None:
+    def __init__(self, path: list[str], where: str = "") -> None:
         self.path = path
-        super().__init__("graph has a cycle: " + " -> ".join(path))
+        prefix = f"{where}: " if where else ""
+        super().__init__(prefix + "graph has a cycle: " + " -> ".join(path))
 
 
 class OrderError(SerenityError):

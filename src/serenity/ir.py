@@ -187,30 +187,9 @@ class Graph:
         return linked
 
     def _check_acyclic(self) -> None:
-        preds = self.dense.preds
-        indeg = [len(p) for p in preds]
-        ready = [i for i, d in enumerate(indeg) if d == 0]
-        seen = 0
-        while ready:
-            v = ready.pop()
-            seen += 1
-            for w in self.dense.succs[v]:
-                indeg[w] -= 1
-                if indeg[w] == 0:
-                    ready.append(w)
-        if seen == len(self.ops):
-            return
-        # Walk backwards along unfinished predecessors until an op repeats: that is a cycle.
-        v = next(i for i, d in enumerate(indeg) if d > 0)
-        path: list[int] = []
-        pos: dict[int, int] = {}
-        while v not in pos:
-            pos[v] = len(path)
-            path.append(v)
-            v = next(p for p in preds[v] if indeg[p] > 0)
-        cycle = path[pos[v] :] + [v]
-        cycle.reverse()
-        raise CycleError([self.ops[i].name for i in cycle])
+        cycle = find_cycle(self.dense.preds)
+        if cycle is not None:
+            raise CycleError([self.ops[i].name for i in cycle])
 
     # -- structure ----------------------------------------------------------------------------
 
@@ -335,3 +314,37 @@ def with_element_size(graph: Graph, element_bytes: int) -> Graph:
             t = replace(t, nbytes=numel * element_bytes)
         tensors.append(t)
     return Graph(graph.name, graph.ops, tensors, graph.inputs, graph.outputs)
+
+
+def find_cycle(preds: Sequence[Sequence[int]]) -> list[int] | None:
+    """A cycle of the graph given by predecessor lists, as ``[a, b, ..., a]``, or ``None``.
+
+    Kahn's algorithm removes every op not on or behind a cycle; from any op left, walking
+    backwards along predecessors that are also left must revisit an op: that loop is a cycle.
+    """
+    n = len(preds)
+    succs: list[list[int]] = [[] for _ in range(n)]
+    for v, ps in enumerate(preds):
+        for p in ps:
+            succs[p].append(v)
+    indeg = [len(p) for p in preds]
+    ready = [i for i, d in enumerate(indeg) if d == 0]
+    while ready:
+        v = ready.pop()
+        for w in succs[v]:
+            indeg[w] -= 1
+            if indeg[w] == 0:
+                ready.append(w)
+    left = next((i for i, d in enumerate(indeg) if d > 0), None)
+    if left is None:
+        return None
+    path: list[int] = []
+    pos: dict[int, int] = {}
+    v = left
+    while v not in pos:
+        pos[v] = len(path)
+        path.append(v)
+        v = next(p for p in preds[v] if indeg[p] > 0)
+    cycle = path[pos[v] :] + [v]
+    cycle.reverse()
+    return cycle

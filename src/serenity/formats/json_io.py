@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from serenity.errors import GraphError, ModelFormatError, ShapeError, UnsupportedError
+from serenity.errors import CycleError, GraphError, ModelFormatError, ShapeError, UnsupportedError
 from serenity.formats import Model
 from serenity.fsutil import atomic_write_bytes
 from serenity.ir import Graph, Op, Tensor
@@ -93,8 +93,10 @@ def from_dict(doc: Any, where: str = "<json>") -> Graph:
     try:
         return Graph(str(doc.get("name", "graph")), ops, tensors, _req(doc, "inputs", list, where),
                      _req(doc, "outputs", list, where))
+    except CycleError as e:
+        raise CycleError(e.path, where=where) from e
     except GraphError as e:
-        raise type(e)(f"{where}: {e}") if not hasattr(e, "path") else e
+        raise GraphError(f"{where}: {e}") from e
 
 
 def to_dict(graph: Graph, order: Sequence[int] | None = None) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto
 
 from serenity.errors import (
+    CycleError,
     ExternalDataError,
     GraphError,
     ModelFormatError,
@@ -35,7 +36,7 @@ from serenity.errors import (
 )
 from serenity.formats import Model
 from serenity.fsutil import atomic_path, atomic_write_bytes
-from serenity.ir import Graph, Op, Tensor
+from serenity.ir import Graph, Op, Tensor, find_cycle
 
 #: Bits per element of each supported ONNX element type.
 _BITS: dict[int, int] = {
@@ -96,12 +97,14 @@ def from_proto(
         GraphError: the graph is malformed (cycle, undefined tensor).
     """
     where = str(path) if path else (proto.graph.name or "<model>")
+    _check_cycle(proto.graph, where)
     external = check_external_data(proto, base_dir, where)
     try:
-        onnx.checker.check_model(proto)
+        # With a file, the checker resolves external data against the file's folder, not the cwd.
+        onnx.checker.check_model(str(path) if path is not None and external else proto)
     except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.checker.ValidationError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelFormatError(f"{where}: invalid ONNX model: {first}") from e
+        text = " ".join(str(e).split())[:300] or type(e).__name__
+        raise ModelFormatError(f"{where}: invalid ONNX model: {text}") from e
     inferred = _infer(proto, dims or {}, external, base_dir, where)
     graph = _to_graph(inferred, where)
     info = {
@@ -111,6 +114,25 @@ def from_proto(
         "external_data": sorted(external),
     }
     return Model(graph=graph, format="onnx", path=path, source=proto, info=info)
+
+
+def _check_cycle(g: onnx.GraphProto, where: str) -> None:
+    """Name an undefined tensor or a cycle before ``onnx.checker`` reports an unsorted graph."""
+    producer = {o: i for i, n in enumerate(g.node) for o in n.output if o}
+    known = set(producer) | {i.name for i in g.input} | {t.name for t in g.initializer}
+    known |= {t.values.name for t in g.sparse_initializer}
+    for i, n in enumerate(g.node):
+        for x in n.input:
+            if x and x not in known:
+                raise GraphError(
+                    f"{where}: op '{n.name or f'{n.op_type}_{i}'}' reads tensor '{x}' which no op produces "
+                    "and which is neither a graph input nor an initializer"
+                )
+    preds = [sorted({producer[x] for x in n.input if x in producer}) for n in g.node]
+    cycle = find_cycle(preds)
+    if cycle is not None:
+        names = [g.node[i].name or f"{g.node[i].op_type}_{i}" for i in cycle]
+        raise CycleError(names, where=where)
 
 
 # -- external data ---------------------------------------------------------------------------
@@ -339,8 +361,10 @@ def _to_graph(m: onnx.ModelProto, where: str) -> Graph:
         declare(name)
     try:
         return Graph(g.name or "onnx", ops, tensors, inputs, [o.name for o in g.output])
+    except CycleError as e:
+        raise CycleError(e.path, where=where) from e
     except GraphError as e:
-        raise type(e)(f"{where}: {e}") from e
+        raise GraphError(f"{where}: {e}") from e
 
 
 def _names(*groups: Iterable[str]) -> Iterator[str]:
