@@ -19,7 +19,12 @@ $(STAMP)-test: $(BIN)/python pyproject.toml
 	touch $@
 
 demo: $(STAMP)-base
-	$(BIN)/serenity demo examples
+	@mkdir -p out
+	@for f in examples/*.tflite; do \
+	  o=out/$$(basename $$f .tflite).scheduled.tflite; \
+	  echo "== $$f"; \
+	  $(BIN)/serenity schedule $$f -o $$o && $(BIN)/serenity verify $$f $$o || exit 1; \
+	done
 
 test: $(STAMP)-test
 	$(BIN)/python -m pytest -q
