@@ -169,12 +169,49 @@ def permute_operators(src: TFLiteSource, order: Sequence[int]) -> bytes:
     """
     out = bytearray(src.data)
     vec = src.operators_vector
-    tables = [vec + 4 * k + struct.unpack_from("<I", out, vec + 4 * k)[0] for k in range(src.n_ops)]
+    tables = _tables(src)
     for j, i in enumerate(order):
         slot = vec + 4 * j
         assert tables[i] > slot + 3, "flatbuffer offsets always point forward"
         struct.pack_into("<I", out, slot, tables[i] - slot)
     return bytes(out)
+
+
+def structure_problem(a: Model, b: Model) -> str | None:
+    """How ``b``'s file differs from ``a``'s beyond subgraph 0's operator order, or ``None``.
+
+    Files written by :func:`save_tflite` differ from their source only in the slots of the
+    operator vector, and those slots point at the same operator tables; anything else is a
+    difference (reported at its first byte).
+
+    Args:
+        a: The original model.
+        b: The reordered model.
+
+    Returns:
+        One line describing the first difference, or ``None`` when there is none.
+    """
+    sa, sb = a.source, b.source
+    if not isinstance(sa, TFLiteSource) or not isinstance(sb, TFLiteSource):
+        return "a model was not loaded from a .tflite file"
+    if len(sa.data) != len(sb.data):
+        return f"the files differ in size ({len(sa.data)} vs {len(sb.data)} bytes)"
+    if (sa.operators_vector, sa.n_ops) != (sb.operators_vector, sb.n_ops):
+        return "subgraph 0's operator vector is at a different place or has a different length"
+    lo, hi = sa.operators_vector, sa.operators_vector + 4 * sa.n_ops
+    for start, end in ((0, lo), (hi, len(sa.data))):
+        if sa.data[start:end] != sb.data[start:end]:
+            at = next(k for k in range(start, end) if sa.data[k] != sb.data[k])
+            return f"the files differ at byte {at}, outside subgraph 0's operator order"
+    if sorted(_tables(sa)) != sorted(_tables(sb)):
+        return "subgraph 0's operator slots point at different operator tables"
+    return None
+
+
+def _tables(src: TFLiteSource) -> list[int]:
+    """Absolute byte positions of subgraph 0's operator tables, in slot order."""
+    vec = src.operators_vector
+    return [vec + 4 * k + struct.unpack_from("<I", src.data, vec + 4 * k)[0] for k in range(src.n_ops)]
 
 
 # -- parsing --------------------------------------------------------------------------------------
@@ -397,4 +434,11 @@ def _tensor(name: str, shape: tuple[int, ...], ttype: int, constant: bool, path:
     return Tensor(name, shape, dname, nbytes, constant=constant)
 
 
-__all__ = ["TFLiteSource", "load_tflite", "parse_tflite", "permute_operators", "save_tflite"]
+__all__ = [
+    "TFLiteSource",
+    "load_tflite",
+    "parse_tflite",
+    "permute_operators",
+    "save_tflite",
+    "structure_problem",
+]
