@@ -11,8 +11,12 @@ IR_VERSION = 8
 
 
 def _model(nodes, inputs, outputs, inits=(), name="g", value_info=()) -> onnx.ModelProto:
-    graph = helper.make_graph(list(nodes), name, list(inputs), list(outputs), list(inits), value_info=list(value_info))
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="serenity-tests")
+    graph = helper.make_graph(
+        list(nodes), name, list(inputs), list(outputs), list(inits), value_info=list(value_info)
+    )
+    m = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="serenity-tests"
+    )
     m.ir_version = IR_VERSION
     onnx.checker.check_model(m, full_check=True)
     return m
@@ -29,8 +33,13 @@ def branchy(seed: int = 0, channels: int = 4, hw: int = 8) -> onnx.ModelProto:
         helper.make_node("Sigmoid", ["c"], ["s"], name="sig"),
         helper.make_node("Split", ["c"], ["s1", "s2"], name="split", axis=1, num_outputs=2),
         helper.make_node("Mul", ["s1", "s1"], ["m"], name="square"),  # one tensor read twice
-        helper.make_node("Constant", [], ["k"], name="const",
-                         value=numpy_helper.from_array(np.array(0.5, dtype=np.float32))),
+        helper.make_node(
+            "Constant",
+            [],
+            ["k"],
+            name="const",
+            value=numpy_helper.from_array(np.array(0.5, dtype=np.float32)),
+        ),
         helper.make_node("Add", ["m", "k"], ["a"], name="addk"),
         helper.make_node("Concat", ["r", "s", "a", "s2"], ["y"], name="concat", axis=1),
     ]

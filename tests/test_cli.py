@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import onnx
-import onnx_graphs as G
 import pytest
 
+import onnx_graphs as G
 from serenity.cli import main
 from serenity.formats.json_io import to_dict
 from serenity.ir import Graph, Op, Tensor
@@ -69,12 +69,23 @@ def test_verify_fails_with_exit_1_on_a_different_model(capsys, branchy: Path, tm
 
 
 def test_json_graph_format_round_trip(capsys, tmp_path: Path) -> None:
-    g = Graph("j", [Op("A", "R", ("x",), ("a",)), Op("B", "R", ("x",), ("b",)), Op("C", "Add", ("a", "b"), ("c",))],
-              [Tensor("x", (10,), "int8", 10), Tensor("a", (20,), "int8", 20), Tensor("b", (30,), "int8", 30),
-               Tensor("c", (5,), "int8", 5)], ["x"], ["c"])
+    g = Graph(
+        "j",
+        [Op("A", "R", ("x",), ("a",)), Op("B", "R", ("x",), ("b",)), Op("C", "Add", ("a", "b"), ("c",))],
+        [
+            Tensor("x", (10,), "int8", 10),
+            Tensor("a", (20,), "int8", 20),
+            Tensor("b", (30,), "int8", 30),
+            Tensor("c", (5,), "int8", 5),
+        ],
+        ["x"],
+        ["c"],
+    )
     src = tmp_path / "g.json"
     src.write_text(json.dumps(to_dict(g)))
-    code, out, _ = run(capsys, "schedule", str(src), "-o", str(tmp_path / "g2.json"), "--method", "bfs", "--json")
+    code, out, _ = run(
+        capsys, "schedule", str(src), "-o", str(tmp_path / "g2.json"), "--method", "bfs", "--json"
+    )
     assert code == 0 and json.loads(out)["peak_after"] == 60
     code, out, _ = run(capsys, "verify", str(src), str(tmp_path / "g2.json"), "--json")
     assert code == 0 and json.loads(out)["runtime"] == "none"
@@ -131,15 +142,28 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     return cases
 
 
-@pytest.mark.parametrize("case", ["truncated", "corrupt", "cycle", "undefined", "symbolic", "dtype", "external",
-                                  "missing", "suffix", "json"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "truncated",
+        "corrupt",
+        "cycle",
+        "undefined",
+        "symbolic",
+        "dtype",
+        "external",
+        "missing",
+        "suffix",
+        "json",
+    ],
+)
 def test_bad_input_gives_one_line_exit_2_and_no_output(capsys, tmp_path: Path, case: str) -> None:
     path, needle = _bad_files(tmp_path)[case]
     folder = path.parent
     before = set(p.name for p in folder.iterdir())
     out_path = folder / f"out{path.suffix}"
     for argv in (["analyze", str(path)], ["schedule", str(path), "-o", str(out_path)]):
-        code, out, err = run(capsys, *argv)
+        code, _, err = run(capsys, *argv)
         assert code == 2, (case, argv, err)
         assert err.count("\n") == 1 and needle in err, err
         assert str(path.name) in err or case in ("corrupt",), err
@@ -178,5 +202,7 @@ def test_usage_errors_exit_2(capsys, branchy: Path, tmp_path: Path) -> None:
 
 def test_entry_point_help_on_every_command() -> None:
     for cmd in ([], ["analyze"], ["schedule"], ["verify"]):
-        r = subprocess.run([sys.executable, "-m", "serenity.cli", *cmd, "--help"], capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "serenity.cli", *cmd, "--help"], capture_output=True, text=True
+        )
         assert r.returncode == 0 and "usage:" in r.stdout

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from dags import dags
 from hypothesis import given, settings
-from sim_reference import reference_peak
 
+from dags import dags
 from serenity.errors import CycleError, GraphError, OrderError
 from serenity.ir import Graph, Op, Tensor, with_element_size
 from serenity.memory import simulate
 from serenity.schedulers import BASELINES, op_lower_bound
+from sim_reference import reference_peak
 
 
 def T(name: str, nbytes: int, **kw) -> Tensor:
@@ -64,7 +64,9 @@ def test_optional_inputs_constants_and_outputs_in_the_middle() -> None:
 
 
 def test_graph_input_that_is_an_output_and_unused_input() -> None:
-    g = Graph("io", [Op("A", "R", ("x",), ("y",))], [T("x", 3), T("u", 100), T("y", 4)], ["x", "u"], ["x", "y"])
+    g = Graph(
+        "io", [Op("A", "R", ("x",), ("y",))], [T("x", 3), T("u", 100), T("y", 4)], ["x", "u"], ["x", "y"]
+    )
     assert simulate(g, [0]).peak == 7  # u is never read: not counted
 
 
@@ -85,7 +87,11 @@ def test_cycle_error_prints_the_path() -> None:
     with pytest.raises(CycleError) as e:
         Graph(
             "cyc",
-            [Op("a", "R", ("in", "tc"), ("ta",)), Op("b", "R", ("ta",), ("tb",)), Op("c", "R", ("tb",), ("tc",))],
+            [
+                Op("a", "R", ("in", "tc"), ("ta",)),
+                Op("b", "R", ("ta",), ("tb",)),
+                Op("c", "R", ("tb",), ("tc",)),
+            ],
             [T("in", 1), T("ta", 1), T("tb", 1), T("tc", 1)],
             ["in"],
             ["tc"],
@@ -97,15 +103,29 @@ def test_malformed_graphs() -> None:
     with pytest.raises(GraphError, match="reads tensor 'ghost'"):
         Graph("g", [Op("A", "R", ("ghost",), ("y",))], [T("ghost", 1), T("y", 1)], [], ["y"])
     with pytest.raises(GraphError, match="written by two ops"):
-        Graph("g", [Op("A", "R", ("x",), ("y",)), Op("B", "R", ("x",), ("y",))], [T("x", 1), T("y", 1)], ["x"], ["y"])
+        Graph(
+            "g",
+            [Op("A", "R", ("x",), ("y",)), Op("B", "R", ("x",), ("y",))],
+            [T("x", 1), T("y", 1)],
+            ["x"],
+            ["y"],
+        )
     with pytest.raises(GraphError, match="no declaration"):
         Graph("g", [Op("A", "R", ("x",), ("z",))], [T("x", 1)], ["x"], [])
 
 
 def test_with_element_size_rescales_activations_only() -> None:
-    g = Graph("e", [Op("A", "Conv", ("x", "w"), ("y",))],
-              [Tensor("x", (2, 3), "float32", 24), Tensor("w", (3,), "float32", 0, constant=True),
-               Tensor("y", (2, 2), "float32", 16)], ["x"], ["y"])
+    g = Graph(
+        "e",
+        [Op("A", "Conv", ("x", "w"), ("y",))],
+        [
+            Tensor("x", (2, 3), "float32", 24),
+            Tensor("w", (3,), "float32", 0, constant=True),
+            Tensor("y", (2, 2), "float32", 16),
+        ],
+        ["x"],
+        ["y"],
+    )
     g8 = with_element_size(g, 1)
     assert g8.tensors["x"].nbytes == 6 and g8.tensors["y"].nbytes == 4 and g8.tensors["w"].nbytes == 0
     assert simulate(g8, [0]).peak == 10

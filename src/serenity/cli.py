@@ -47,8 +47,12 @@ def emit_json(obj: Any) -> None:
 def _add_common(p: argparse.ArgumentParser, *, dims: bool = True) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     if dims:
-        p.add_argument("--dim", action="append", metavar="NAME=VALUE",
-                       help="value for a symbolic dimension (repeatable), e.g. --dim batch=1")
+        p.add_argument(
+            "--dim",
+            action="append",
+            metavar="NAME=VALUE",
+            help="value for a symbolic dimension (repeatable), e.g. --dim batch=1",
+        )
 
 
 def _methods(spec: str | None) -> list[str]:
@@ -99,7 +103,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         emit_json(out)
         return EXIT_OK
     rows = [
-        ("model", str(args.model)), ("format", model.format), ("ops", str(len(graph.ops))),
+        ("model", str(args.model)),
+        ("format", model.format),
+        ("ops", str(len(graph.ops))),
         ("activation tensors", str(len(graph.activations))),
         ("peak (listed order)", f"{fmt_bytes(listed.peak)} at op '{out['peak_op']}'"),
         ("op lower bound", fmt_bytes(out["lower_bound"])),
@@ -109,9 +115,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         table(
             "Peak by order",
             ["method", "peak", "vs listed", "lower bound", "proven", "seconds"],
-            [(r.method, fmt_bytes(r.peak), f"{listed.peak / r.peak:.3f}x" if r.peak else "-",
-              fmt_bytes(r.lower_bound), "yes" if r.proven_optimal else "no", f"{r.seconds:.3f}")
-             for r in results],
+            [
+                (
+                    r.method,
+                    fmt_bytes(r.peak),
+                    f"{listed.peak / r.peak:.3f}x" if r.peak else "-",
+                    fmt_bytes(r.lower_bound),
+                    "yes" if r.proven_optimal else "no",
+                    f"{r.seconds:.3f}",
+                )
+                for r in results
+            ],
         )
     if args.plot:
         print(f"memory timeline written to {args.plot}", file=sys.stderr)
@@ -141,22 +155,37 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - t0
     save(model, result.order, dst)
     out = {
-        "model": str(src), "output": str(dst), "method": result.method,
-        "peak_before": before, "peak_after": result.peak, "lower_bound": result.lower_bound,
-        "proven_optimal": result.proven_optimal, "reduction": round(before / result.peak, 4) if result.peak else None,
-        "seconds": round(seconds, 6), "stats": dict(result.stats),
+        "model": str(src),
+        "output": str(dst),
+        "method": result.method,
+        "peak_before": before,
+        "peak_after": result.peak,
+        "lower_bound": result.lower_bound,
+        "proven_optimal": result.proven_optimal,
+        "reduction": round(before / result.peak, 4) if result.peak else None,
+        "seconds": round(seconds, 6),
+        "stats": dict(result.stats),
     }
     if args.json:
         emit_json(out)
         return EXIT_OK
-    table("Schedule", ["", ""], [
-        ("method", result.method),
-        ("peak", f"{fmt_bytes(before)} -> {fmt_bytes(result.peak)}"
-                 + (f"  ({before / result.peak:.2f}x lower)" if result.peak and before > result.peak else "")),
-        ("lower bound", fmt_bytes(result.lower_bound)),
-        ("proven optimal", "yes" if result.proven_optimal else "no"),
-        ("time", f"{seconds:.3f} s"), ("written", str(dst)),
-    ], show_header=False)
+    table(
+        "Schedule",
+        ["", ""],
+        [
+            ("method", result.method),
+            (
+                "peak",
+                f"{fmt_bytes(before)} -> {fmt_bytes(result.peak)}"
+                + (f"  ({before / result.peak:.2f}x lower)" if result.peak and before > result.peak else ""),
+            ),
+            ("lower bound", fmt_bytes(result.lower_bound)),
+            ("proven optimal", "yes" if result.proven_optimal else "no"),
+            ("time", f"{seconds:.3f} s"),
+            ("written", str(dst)),
+        ],
+        show_header=False,
+    )
     return EXIT_OK
 
 
@@ -172,14 +201,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
         emit_json(rep.as_dict())
     else:
         ident = {True: "identical", False: "DIFFERENT", None: "not run (no runtime for this format)"}
-        table("Verify", ["", ""], [
-            ("structure", "same model" if rep.structure_equal else "DIFFERENT"),
-            ("order", "topological" if rep.order_valid else "INVALID"),
-            ("runtime", rep.runtime),
-            ("outputs", f"{rep.outputs} {ident[rep.outputs_identical]}"),
-            ("peak", f"{fmt_bytes(rep.peak_original)} -> {fmt_bytes(rep.peak_reordered)}"),
-            ("verdict", "OK" if rep.ok else "FAILED: " + "; ".join(rep.problems)),
-        ], show_header=False)
+        table(
+            "Verify",
+            ["", ""],
+            [
+                ("structure", "same model" if rep.structure_equal else "DIFFERENT"),
+                ("order", "topological" if rep.order_valid else "INVALID"),
+                ("runtime", rep.runtime),
+                ("outputs", f"{rep.outputs} {ident[rep.outputs_identical]}"),
+                ("peak", f"{fmt_bytes(rep.peak_original)} -> {fmt_bytes(rep.peak_reordered)}"),
+                ("verdict", "OK" if rep.ok else "FAILED: " + "; ".join(rep.problems)),
+            ],
+            show_header=False,
+        )
     return EXIT_OK if rep.ok else EXIT_FAILED
 
 
@@ -196,20 +230,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log each scheduler's result")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("analyze", help="peak activation memory of a model's order(s)",
-                       description="Report ops, activation tensors and the peak of the listed order; "
-                                   "with --order, the peak under other scheduling methods.")
+    p = sub.add_parser(
+        "analyze",
+        help="peak activation memory of a model's order(s)",
+        description="Report ops, activation tensors and the peak of the listed order; "
+        "with --order, the peak under other scheduling methods.",
+    )
     p.add_argument("model", help="a .onnx, .tflite or .json graph")
     p.add_argument("--order", metavar="METHODS", help="comma-separated methods, or 'all'")
     p.add_argument("--time-limit", type=float, metavar="S", help="seconds per method")
-    p.add_argument("--element-size", type=int, choices=(1, 2, 4), help="account activations at N bytes/element")
+    p.add_argument(
+        "--element-size", type=int, choices=(1, 2, 4), help="account activations at N bytes/element"
+    )
     p.add_argument("--plot", metavar="FILE.png", help="write the memory timeline of each order")
     _add_common(p)
     p.set_defaults(func=cmd_analyze)
 
-    p = sub.add_parser("schedule", help="write the model with a memory-saving op order",
-                       description="Find an order with a low (by default the lowest provable) peak and "
-                                   "write the same model with its ops in that order.")
+    p = sub.add_parser(
+        "schedule",
+        help="write the model with a memory-saving op order",
+        description="Find an order with a low (by default the lowest provable) peak and "
+        "write the same model with its ops in that order.",
+    )
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file (same format)")
     p.add_argument("--method", metavar="NAME", help="scheduling method (default: the best available)")
@@ -218,10 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_schedule)
 
-    p = sub.add_parser("verify", help="check a reordered model against the original in a real runtime",
-                       description="Check REORDERED is ORIGINAL with only its op order changed, run both on "
-                                   "the same seeded random inputs (onnxruntime or TFLite Micro) and compare "
-                                   "outputs bit for bit. Exit 0 only if identical.")
+    p = sub.add_parser(
+        "verify",
+        help="check a reordered model against the original in a real runtime",
+        description="Check REORDERED is ORIGINAL with only its op order changed, run both on "
+        "the same seeded random inputs (onnxruntime or TFLite Micro) and compare "
+        "outputs bit for bit. Exit 0 only if identical.",
+    )
     p.add_argument("original")
     p.add_argument("reordered")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
@@ -242,8 +287,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``serenity`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         return int(args.func(args))
     except SerenityError as e:
@@ -258,8 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if os.environ.get("SERENITY_DEBUG"):
             raise
-        print(f"serenity: internal error ({type(e).__name__}: {e}); rerun with SERENITY_DEBUG=1 "
-              "and report it", file=sys.stderr)
+        print(
+            f"serenity: internal error ({type(e).__name__}: {e}); rerun with SERENITY_DEBUG=1 and report it",
+            file=sys.stderr,
+        )
         return 3
 
 

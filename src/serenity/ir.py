@@ -111,7 +111,7 @@ class Graph:
         >>> g.check_order([1, 0])
         Traceback (most recent call last):
         ...
-        serenity.errors.OrderError: op 'b' (#1) is at position 0, before op 'a' (#0) at position 1 which produces its input 'y'
+        serenity.errors.OrderError: op 'b' (#1) is at position 0, before op 'a' (#0) at ...
     """
 
     def __init__(
@@ -176,7 +176,9 @@ class Graph:
         linked = {}
         for name, t in base.items():
             if name in input_set and name in producer:
-                raise GraphError(f"graph input '{name}' is also written by op '{self.ops[producer[name]].name}'")
+                raise GraphError(
+                    f"graph input '{name}' is also written by op '{self.ops[producer[name]].name}'"
+                )
             linked[name] = replace(
                 t,
                 producer=producer.get(name),
@@ -273,9 +275,7 @@ class Graph:
         for p, i in enumerate(order):
             for j in self.dense.preds[i]:
                 if pos[j] > p:
-                    via = next(
-                        t for t in self.ops[i].inputs if t and self.tensors[t].producer == j
-                    )
+                    via = next(t for t in self.ops[i].inputs if t and self.tensors[t].producer == j)
                     raise OrderError(
                         f"op '{self.ops[i].name}' (#{i}) is at position {p}, before op "
                         f"'{self.ops[j].name}' (#{j}) at position {pos[j]} which produces its "
@@ -345,6 +345,6 @@ def find_cycle(preds: Sequence[Sequence[int]]) -> list[int] | None:
         pos[v] = len(path)
         path.append(v)
         v = next(p for p in preds[v] if indeg[p] > 0)
-    cycle = path[pos[v] :] + [v]
+    cycle = [*path[pos[v] :], v]
     cycle.reverse()
     return cycle

@@ -30,7 +30,9 @@ def fmt_bytes(n: int | float) -> str:
     return f"{n:.1f} {unit}"
 
 
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], *, show_header: bool = True) -> None:
+def table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], *, show_header: bool = True
+) -> None:
     """Print a table to stdout (plain text when stdout is not a terminal)."""
     t = Table(title=title, show_header=show_header, title_justify="left")
     for i, c in enumerate(columns):
@@ -59,8 +61,12 @@ def memory_timeline_png(graph: Graph, orders: Mapping[str, Sequence[int]], path:
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=120)
     for name, order in orders.items():
         prof = simulate(graph, order)
-        ax.step(range(len(prof.during)), [b / 1024 for b in prof.during], where="post",
-                label=f"{name} (peak {fmt_bytes(prof.peak)})")
+        ax.step(
+            range(len(prof.during)),
+            [b / 1024 for b in prof.during],
+            where="post",
+            label=f"{name} (peak {fmt_bytes(prof.peak)})",
+        )
     ax.set_xlabel("step (op executed)")
     ax.set_ylabel("live activation memory (KiB)")
     ax.set_title(f"Memory timeline: {graph.name}")

@@ -58,7 +58,9 @@ class VerifyReport:
         return d
 
 
-def verify(original: Path, reordered: Path, *, seed: int = 0, dims: Mapping[str, int] | None = None) -> VerifyReport:
+def verify(
+    original: Path, reordered: Path, *, seed: int = 0, dims: Mapping[str, int] | None = None
+) -> VerifyReport:
     """Verify ``reordered`` against ``original`` (see the module docstring for the checks).
 
     Raises:
@@ -85,7 +87,11 @@ def verify(original: Path, reordered: Path, *, seed: int = 0, dims: Mapping[str,
         n_out = len(outs_a)
         identical = True
         for i, (x, y) in enumerate(zip(outs_a, outs_b, strict=True)):
-            same = x.shape == y.shape and x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind in "fc")
+            same = (
+                x.shape == y.shape
+                and x.dtype == y.dtype
+                and np.array_equal(x, y, equal_nan=x.dtype.kind in "fc")
+            )
             if x.shape == y.shape and x.size:
                 diff = max(diff, float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))))
             if not same:
@@ -94,15 +100,34 @@ def verify(original: Path, reordered: Path, *, seed: int = 0, dims: Mapping[str,
     return _report(a, b, problems, not structure, order_ok, identical, runtime, n_out, diff, seed)
 
 
-def _report(a: Model, b: Model, problems: list[str], structure: bool, order_ok: bool,
-            identical: bool | None, runtime: str, n_out: int, diff: float, seed: int) -> VerifyReport:
+def _report(
+    a: Model,
+    b: Model,
+    problems: list[str],
+    structure: bool,
+    order_ok: bool,
+    identical: bool | None,
+    runtime: str,
+    n_out: int,
+    diff: float,
+    seed: int,
+) -> VerifyReport:
     peak_b = simulate(b.graph, b.graph.listed_order).peak if order_ok and structure else -1
     return VerifyReport(
-        original=str(a.path), reordered=str(b.path), format=a.format,
-        ok=not problems, structure_equal=structure, order_valid=order_ok, outputs_identical=identical,
-        runtime=runtime, outputs=n_out, max_abs_diff=diff,
-        peak_original=simulate(a.graph, a.graph.listed_order).peak, peak_reordered=peak_b,
-        seed=seed, problems=tuple(problems),
+        original=str(a.path),
+        reordered=str(b.path),
+        format=a.format,
+        ok=not problems,
+        structure_equal=structure,
+        order_valid=order_ok,
+        outputs_identical=identical,
+        runtime=runtime,
+        outputs=n_out,
+        max_abs_diff=diff,
+        peak_original=simulate(a.graph, a.graph.listed_order).peak,
+        peak_reordered=peak_b,
+        seed=seed,
+        problems=tuple(problems),
     )
 
 
@@ -114,9 +139,9 @@ def _structure_problem(a: Model, b: Model) -> str | None:
         extra = next((op for op in gb.ops if key(op) not in set(map(key, ga.ops))), None)
         what = f"op '{extra.name}' ({extra.type}) is new" if extra else "an op is missing or repeated"
         return f"the models have different ops: {what}"
-    if ga.tensors != gb.tensors and {n: (t.shape, t.dtype, t.nbytes, t.constant) for n, t in ga.tensors.items()} != {
-        n: (t.shape, t.dtype, t.nbytes, t.constant) for n, t in gb.tensors.items()
-    }:
+    if ga.tensors != gb.tensors and {
+        n: (t.shape, t.dtype, t.nbytes, t.constant) for n, t in ga.tensors.items()
+    } != {n: (t.shape, t.dtype, t.nbytes, t.constant) for n, t in gb.tensors.items()}:
         return "the models have different tensors"
     if (ga.inputs, ga.outputs) != (gb.inputs, gb.outputs):
         return "the models have different graph inputs or outputs"

@@ -30,9 +30,21 @@ from serenity.ir import Graph, Op, Tensor
 
 #: Element sizes in bits for the dtypes the JSON format accepts.
 DTYPE_BITS = {
-    "float64": 64, "float32": 32, "float16": 16, "bfloat16": 16, "int64": 64, "int32": 32,
-    "int16": 16, "int8": 8, "uint64": 64, "uint32": 32, "uint16": 16, "uint8": 8, "bool": 8,
-    "int4": 4, "uint4": 4,
+    "float64": 64,
+    "float32": 32,
+    "float16": 16,
+    "bfloat16": 16,
+    "int64": 64,
+    "int32": 32,
+    "int16": 16,
+    "int8": 8,
+    "uint64": 64,
+    "uint32": 32,
+    "uint16": 16,
+    "uint8": 8,
+    "bool": 8,
+    "int4": 4,
+    "uint4": 4,
 }
 
 
@@ -61,7 +73,7 @@ def _req(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
 def from_dict(doc: Any, where: str = "<json>") -> Graph:
     """Build a :class:`Graph` from a parsed JSON graph document."""
     if not isinstance(doc, dict) or doc.get("format") != "serenity-graph":
-        raise ModelFormatError(f"{where}: not a serenity-graph document (\"format\" must be \"serenity-graph\")")
+        raise ModelFormatError(f'{where}: not a serenity-graph document ("format" must be "serenity-graph")')
     if doc.get("version") != 1:
         raise ModelFormatError(f"{where}: unsupported serenity-graph version {doc.get('version')!r}")
     tensors = []
@@ -88,11 +100,23 @@ def from_dict(doc: Any, where: str = "<json>") -> Graph:
         ins, outs = _req(o, "inputs", list, at), _req(o, "outputs", list, at)
         if not all(isinstance(n, str) for n in (*ins, *outs)):
             raise ModelFormatError(f"{at}: tensor names must be strings")
-        ops.append(Op(_req(o, "name", str, at), _req(o, "type", str, at), tuple(ins), tuple(outs),
-                      attributes=dict(o.get("attributes", {}))))
+        ops.append(
+            Op(
+                _req(o, "name", str, at),
+                _req(o, "type", str, at),
+                tuple(ins),
+                tuple(outs),
+                attributes=dict(o.get("attributes", {})),
+            )
+        )
     try:
-        return Graph(str(doc.get("name", "graph")), ops, tensors, _req(doc, "inputs", list, where),
-                     _req(doc, "outputs", list, where))
+        return Graph(
+            str(doc.get("name", "graph")),
+            ops,
+            tensors,
+            _req(doc, "inputs", list, where),
+            _req(doc, "outputs", list, where),
+        )
     except CycleError as e:
         raise CycleError(e.path, where=where) from e
     except GraphError as e:
@@ -115,8 +139,15 @@ def to_dict(graph: Graph, order: Sequence[int] | None = None) -> dict[str, Any]:
         op = graph.ops[i]
         entry = {"name": op.name, "type": op.type, "inputs": list(op.inputs), "outputs": list(op.outputs)}
         ops.append(entry)
-    return {"format": "serenity-graph", "version": 1, "name": graph.name, "tensors": tensors, "ops": ops,
-            "inputs": list(graph.inputs), "outputs": list(graph.outputs)}
+    return {
+        "format": "serenity-graph",
+        "version": 1,
+        "name": graph.name,
+        "tensors": tensors,
+        "ops": ops,
+        "inputs": list(graph.inputs),
+        "outputs": list(graph.outputs),
+    }
 
 
 def save_json(model: Model, order: Sequence[int], path: Path) -> None:

@@ -40,12 +40,27 @@ from serenity.ir import Graph, Op, Tensor, find_cycle
 
 #: Bits per element of each supported ONNX element type.
 _BITS: dict[int, int] = {
-    TensorProto.FLOAT: 32, TensorProto.UINT8: 8, TensorProto.INT8: 8, TensorProto.UINT16: 16,
-    TensorProto.INT16: 16, TensorProto.INT32: 32, TensorProto.INT64: 64, TensorProto.BOOL: 8,
-    TensorProto.FLOAT16: 16, TensorProto.DOUBLE: 64, TensorProto.UINT32: 32, TensorProto.UINT64: 64,
-    TensorProto.COMPLEX64: 64, TensorProto.COMPLEX128: 128, TensorProto.BFLOAT16: 16,
-    TensorProto.FLOAT8E4M3FN: 8, TensorProto.FLOAT8E4M3FNUZ: 8, TensorProto.FLOAT8E5M2: 8,
-    TensorProto.FLOAT8E5M2FNUZ: 8, TensorProto.UINT4: 4, TensorProto.INT4: 4,
+    TensorProto.FLOAT: 32,
+    TensorProto.UINT8: 8,
+    TensorProto.INT8: 8,
+    TensorProto.UINT16: 16,
+    TensorProto.INT16: 16,
+    TensorProto.INT32: 32,
+    TensorProto.INT64: 64,
+    TensorProto.BOOL: 8,
+    TensorProto.FLOAT16: 16,
+    TensorProto.DOUBLE: 64,
+    TensorProto.UINT32: 32,
+    TensorProto.UINT64: 64,
+    TensorProto.COMPLEX64: 64,
+    TensorProto.COMPLEX128: 128,
+    TensorProto.BFLOAT16: 16,
+    TensorProto.FLOAT8E4M3FN: 8,
+    TensorProto.FLOAT8E4M3FNUZ: 8,
+    TensorProto.FLOAT8E5M2: 8,
+    TensorProto.FLOAT8E5M2FNUZ: 8,
+    TensorProto.UINT4: 4,
+    TensorProto.INT4: 4,
     TensorProto.FLOAT4E2M1: 4,
 }
 _SMALL_EXTERNAL = 64 * 1024
@@ -245,7 +260,9 @@ def _shape(vi: onnx.ValueInfoProto, where: str, owner: str) -> tuple[tuple[int, 
         kind = vi.type.WhichOneof("value") or "unknown"
         raise UnsupportedError(f"{where}: tensor '{vi.name}' ({owner}) is a {kind}, not a tensor")
     if not tt.HasField("shape"):
-        raise ShapeError(f"{where}: tensor '{vi.name}' ({owner}) has unknown rank; the model needs static shapes")
+        raise ShapeError(
+            f"{where}: tensor '{vi.name}' ({owner}) has unknown rank; the model needs static shapes"
+        )
     shape = []
     for d in tt.shape.dim:
         if d.HasField("dim_value") and d.dim_value >= 0:
@@ -262,7 +279,9 @@ def _shape(vi: onnx.ValueInfoProto, where: str, owner: str) -> tuple[tuple[int, 
 
 def _nbytes(shape: Sequence[int], elem_type: int, name: str, where: str) -> tuple[str, int]:
     if elem_type not in _BITS:
-        tname = TensorProto.DataType.Name(elem_type) if elem_type in TensorProto.DataType.values() else elem_type
+        tname = (
+            TensorProto.DataType.Name(elem_type) if elem_type in TensorProto.DataType.values() else elem_type
+        )
         raise UnsupportedError(f"{where}: tensor '{name}' has unsupported element type {tname}")
     return dtype_name(elem_type), (math.prod(shape) * _BITS[elem_type] + 7) // 8
 
@@ -357,7 +376,9 @@ def _to_graph(m: onnx.ModelProto, where: str) -> Graph:
         tensors.append(Tensor(name, shape, dtype, nbytes))
 
     inputs = [vi.name for vi in g.input if vi.name not in constants]
-    for name in _names(inputs, (o.name for o in g.output), (t for op in ops for t in (*op.inputs, *op.outputs))):
+    for name in _names(
+        inputs, (o.name for o in g.output), (t for op in ops for t in (*op.inputs, *op.outputs))
+    ):
         declare(name)
     try:
         return Graph(g.name or "onnx", ops, tensors, inputs, [o.name for o in g.output])

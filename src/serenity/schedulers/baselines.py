@@ -130,5 +130,3 @@ def schedule_greedy(graph: Graph, *, time_limit: float | None = None) -> Schedul
         "greedy",
         lambda tr, v: (max(tr.peak, tr.live + tr.alloc(v)), tr.alloc(v) - tr.freed(v), v),
     )
-
-
