@@ -210,6 +210,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 ("runtime", rep.runtime),
                 ("outputs", f"{rep.outputs} {ident[rep.outputs_identical]}"),
                 ("peak", f"{fmt_bytes(rep.peak_original)} -> {fmt_bytes(rep.peak_reordered)}"),
+            *(
+                [("TFLM arena", f"{fmt_bytes(rep.arena_original)} -> {fmt_bytes(rep.arena_reordered)}")]
+                if rep.arena_original is not None and rep.arena_reordered is not None
+                else []
+            ),
                 ("verdict", "OK" if rep.ok else "FAILED: " + "; ".join(rep.problems)),
             ],
             show_header=False,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ class VerifyReport:
         ok: Structure equal, order valid and (when a runtime ran) outputs identical.
         problems: One line per failed check, empty when ``ok``.
         runtime: ``"onnxruntime"``, ``"tflite-micro"`` or ``"none"`` (JSON graphs).
+        arena_original, arena_reordered: TFLite Micro's planned (non-persistent) arena for each
+            file, as its allocator reports it; ``None`` for other runtimes.
         outputs: Number of outputs compared.
         max_abs_diff: Largest absolute difference over all outputs (0.0 when identical).
     """
@@ -51,6 +53,8 @@ class VerifyReport:
     peak_reordered: int
     seed: int
     problems: tuple[str, ...]
+    arena_original: int | None = None
+    arena_reordered: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -82,8 +86,9 @@ def verify(
         problems.append(f"reordered op order is not topological: {e}")
     identical: bool | None = None
     runtime, n_out, diff = "none", 0, 0.0
+    arenas: tuple[int | None, int | None] = (None, None)
     if not structure and order_ok and a.format in ("onnx", "tflite"):
-        outs_a, outs_b, runtime = _run_both(a, b, seed, dims)
+        outs_a, outs_b, runtime, arenas = _run_both(a, b, seed, dims)
         n_out = len(outs_a)
         identical = True
         for i, (x, y) in enumerate(zip(outs_a, outs_b, strict=True)):
@@ -97,7 +102,8 @@ def verify(
             if not same:
                 identical = False
                 problems.append(f"output {i} differs (max abs diff {diff:g})")
-    return _report(a, b, problems, not structure, order_ok, identical, runtime, n_out, diff, seed)
+    rep = _report(a, b, problems, not structure, order_ok, identical, runtime, n_out, diff, seed)
+    return replace(rep, arena_original=arenas[0], arena_reordered=arenas[1])
 
 
 def _report(
@@ -154,14 +160,18 @@ def _structure_problem(a: Model, b: Model) -> str | None:
     return structure_problem(a, b)
 
 
-def _run_both(a: Model, b: Model, seed: int, dims: Mapping[str, int] | None) -> tuple[list, list, str]:
+def _run_both(
+    a: Model, b: Model, seed: int, dims: Mapping[str, int] | None
+) -> tuple[list[np.ndarray], list[np.ndarray], str, tuple[int | None, int | None]]:
+    """Outputs of both models on the same seeded inputs, the runtime's name, and TFLM's arenas."""
     assert a.path is not None and b.path is not None
     if a.format == "onnx":
         from serenity.runtime import onnxrt
 
         feeds = onnxrt.random_inputs(onnxrt.session(a.path), seed, dict(dims or {}))
-        return onnxrt.run(a.path, feeds), onnxrt.run(b.path, feeds), "onnxruntime"
+        return onnxrt.run(a.path, feeds), onnxrt.run(b.path, feeds), "onnxruntime", (None, None)
     from serenity.runtime import tflm
 
     inputs = tflm.random_inputs(a.path, seed)
-    return tflm.run(a.path, inputs), tflm.run(b.path, inputs), "tflite-micro"
+    ra, rb = tflm.execute(a.path, inputs), tflm.execute(b.path, inputs)
+    return list(ra.outputs), list(rb.outputs), "tflite-micro", (ra.arena.head, rb.arena.head)
