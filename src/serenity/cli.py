@@ -82,6 +82,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     model = load(args.model, dims=parse_dims(args.dim))
     graph = model.graph if not args.element_size else with_element_size(model.graph, args.element_size)
     listed = simulate(graph, graph.listed_order)
+    bound = op_lower_bound(graph)
     results = [schedule(graph, m, time_limit=args.time_limit) for m in _methods(args.order)]
     out = {
         "model": str(args.model),
@@ -92,7 +93,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         "peak_bytes": listed.peak,
         "peak_step": listed.peak_step,
         "peak_op": graph.ops[graph.listed_order[listed.peak_step]].name if listed.peak_step >= 0 else None,
-        "lower_bound": op_lower_bound(graph),
+        "lower_bound": bound,
         "info": model.info,
         "methods": {r.method: {k: v for k, v in r.as_dict().items() if k != "order"} for r in results},
     }
@@ -108,7 +109,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         ("ops", str(len(graph.ops))),
         ("activation tensors", str(len(graph.activations))),
         ("peak (listed order)", f"{fmt_bytes(listed.peak)} at op '{out['peak_op']}'"),
-        ("op lower bound", fmt_bytes(out["lower_bound"])),
+        ("op lower bound", fmt_bytes(bound)),
     ]
     table("Model", ["", ""], rows, show_header=False)
     if results:

@@ -161,8 +161,8 @@ class Graph:
             for inp in op.inputs:
                 if not inp:
                     continue
-                t = base.get(inp)
-                if t is None or (inp not in producer and inp not in input_set and not t.constant):
+                decl = base.get(inp)
+                if decl is None or (inp not in producer and inp not in input_set and not decl.constant):
                     raise GraphError(
                         f"op '{op.name}' reads tensor '{inp}' which no op produces and which is "
                         "neither a graph input nor a constant"
