@@ -82,7 +82,7 @@ def _entries() -> list[ZooEntry]:
     for kind, gen in randwire.GENERATORS.items():
         for ds, label in (("c10", "CIFAR-10"), ("c100", "CIFAR-100")):
             rows.append((f"randwire_{kind}_{ds}", "randwire",
-                         f"RandWire {gen}, N=32, small regime, {label} head (3 random stages)", 3, "stage",
+                         f"RandWire {gen}, N=32, small regime, {label}", 3, "stage",
                          rw_ops[kind, ds], True, partial(randwire.network, kind, ds)))
     for kind, gen in randwire.GENERATORS.items():
         rows.append((f"randwire_{kind}_stage", "randwire", f"RandWire {gen}: stage 1 of the CIFAR-10 net",

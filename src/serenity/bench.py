@@ -1,0 +1,281 @@
+"""The paper's evaluation: peak memory of every zoo network under every registered order.
+
+For each network the bench imports the zoo's ONNX model into the IR (optionally re-accounted at
+one byte per element, as int8 on a microcontroller), runs every baseline in
+:data:`serenity.schedulers.BASELINES`, the exact scheduler ``"optimal"`` when one is registered,
+and ``optimal+rewrite`` when a graph-rewriting pass is available (:func:`find_rewriter`), and
+records each peak (recomputed by :func:`serenity.memory.simulate`), the best lower bound, whether
+optimality was proven, and the scheduling time.
+
+The summary is the paper's headline: the geometric mean over networks of ``peak(listed) /
+peak(method)`` -- how much lower than the framework's own order each method goes (Ahn et al.
+report 1.68× with the DP and 1.86× with rewriting against TensorFlow Lite's order) -- and, for
+the best method, the geomean of ``peak(baseline) / peak(best)`` against each baseline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from serenity.ir import Graph, with_element_size
+from serenity.schedulers import BASELINES, SCHEDULERS
+from serenity.schedulers.result import op_lower_bound
+
+#: Networks of ``serenity bench --quick`` (and ``make demo``): small cells, well under a minute.
+QUICK = ("darts_normal_cell", "darts_reduction_cell", "swiftnet_cell_a", "swiftnet_cell_b", "resnet18")
+OPTIMAL = "optimal"
+REWRITE = "optimal+rewrite"
+
+Rewriter = Callable[[Graph], Graph]
+Progress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class MethodRun:
+    """One method on one network: its peak, bound, proof and time."""
+
+    method: str
+    peak: int
+    lower_bound: int
+    proven: bool
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class BenchRow:
+    """One network.
+
+    Attributes:
+        network: Zoo name.
+        family: Zoo family.
+        ops: Ops in the imported graph.
+        element_bytes: Bytes per activation element the peaks are accounted at.
+        runs: Per method, in column order.
+        lower_bound: The best lower bound any method (or the op bound) established.
+        proven: Some method proved its peak optimal.
+    """
+
+    network: str
+    family: str
+    ops: int
+    element_bytes: int
+    runs: dict[str, MethodRun]
+    lower_bound: int
+    proven: bool
+
+    @property
+    def best(self) -> MethodRun:
+        """The run with the lowest peak (ties: earliest column)."""
+        return min(self.runs.values(), key=lambda r: r.peak)
+
+    def ratio(self, method: str, against: str = "listed") -> float:
+        """``peak(against) / peak(method)``: above 1 means ``method`` needs less memory."""
+        return self.runs[against].peak / max(1, self.runs[method].peak)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchReport:
+    """Rows plus the headline geometric means.
+
+    Attributes:
+        rows: One per network.
+        methods: Column order of the methods run.
+        vs_listed: Per method, geomean over networks of ``peak(listed) / peak(method)``.
+        reference: The method compared against each baseline (``optimal+rewrite``, else
+            ``optimal``, else the best baseline per network, named ``best``).
+        vs_baselines: Per baseline, geomean of ``peak(baseline) / peak(reference)``.
+    """
+
+    rows: list[BenchRow]
+    methods: list[str]
+    vs_listed: dict[str, float]
+    reference: str
+    vs_baselines: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "methods": self.methods,
+            "reference": self.reference,
+            "geomean_vs_listed": {k: round(v, 4) for k, v in self.vs_listed.items()},
+            "geomean_reference_vs_baseline": {k: round(v, 4) for k, v in self.vs_baselines.items()},
+            "rows": [
+                {
+                    "network": r.network,
+                    "family": r.family,
+                    "ops": r.ops,
+                    "element_bytes": r.element_bytes,
+                    "lower_bound": r.lower_bound,
+                    "proven": r.proven,
+                    "peaks": {m: run.peak for m, run in r.runs.items()},
+                    "seconds": {m: round(run.seconds, 4) for m, run in r.runs.items()},
+                    "proven_by": [m for m, run in r.runs.items() if run.proven],
+                }
+                for r in self.rows
+            ],
+        }
+
+
+def find_rewriter() -> Rewriter | None:
+    """The graph-rewriting pass, once one lands; ``None`` until then.
+
+    Hook: a module ``serenity.rewrite`` exposing ``rewrite_for_memory(graph) -> Graph`` (the
+    rewritten graph, whose order is then scheduled with ``"optimal"``). Only when it exists does
+    the bench add the ``optimal+rewrite`` column; there is no placeholder column.
+    """
+    try:
+        mod = importlib.import_module("serenity.rewrite")
+    except ModuleNotFoundError:
+        return None
+    fn = getattr(mod, "rewrite_for_memory", None)
+    return fn if callable(fn) else None
+
+
+def methods_available() -> list[str]:
+    """Column order: every baseline, then ``optimal`` and ``optimal+rewrite`` when available."""
+    methods = list(BASELINES)
+    if OPTIMAL in SCHEDULERS:
+        methods.append(OPTIMAL)
+        if find_rewriter() is not None:
+            methods.append(REWRITE)
+    return methods
+
+
+def load_zoo_graph(name: str, *, element_bytes: int = 4) -> tuple[Graph, str]:
+    """Build zoo network ``name`` and import it into the IR; returns ``(graph, family)``.
+
+    Raises:
+        UnknownModelError: no such zoo network.
+    """
+    from serenity import zoo
+    from serenity.formats.onnx_io import from_proto
+
+    entry = zoo.info(name)
+    graph = from_proto(entry.build(seed=0)).graph
+    if element_bytes != 4:
+        graph = with_element_size(graph, element_bytes)
+    return graph, entry.family
+
+
+def bench_graph(
+    name: str,
+    graph: Graph,
+    *,
+    family: str = "",
+    element_bytes: int = 4,
+    methods: Sequence[str] | None = None,
+    time_limit: float | None = 60.0,
+    progress: Progress | None = None,
+) -> BenchRow:
+    """Run every method on one graph.
+
+    Args:
+        name: Row label.
+        graph: The graph (already accounted at ``element_bytes``).
+        family: Zoo family, for the table.
+        element_bytes: Recorded in the row.
+        methods: Column order (default :func:`methods_available`).
+        time_limit: Seconds each method may take (the exact search reports what it proved).
+        progress: Called with ``(network, method)`` before each method runs.
+
+    Returns:
+        The row.
+    """
+    methods = list(methods or methods_available())
+    runs: dict[str, MethodRun] = {}
+    for m in methods:
+        if progress:
+            progress(name, m)
+        if m == REWRITE:
+            rewriter = find_rewriter()
+            assert rewriter is not None, "optimal+rewrite requested without a rewriting pass"
+            r = SCHEDULERS[OPTIMAL](rewriter(graph), time_limit=time_limit)
+        else:
+            r = SCHEDULERS[m](graph, time_limit=time_limit)
+        runs[m] = MethodRun(m, r.peak, r.lower_bound, r.proven_optimal and m != REWRITE, r.seconds)
+    # A rewritten graph has a different op set: its bound does not bound the original graph.
+    plain = [r for m, r in runs.items() if m != REWRITE]
+    bound = max([op_lower_bound(graph), *(r.lower_bound for r in plain)])
+    best_plain = min(r.peak for r in plain)
+    proven = any(r.proven for r in plain) or best_plain == bound
+    return BenchRow(name, family, len(graph.ops), element_bytes, runs, bound, proven)
+
+
+def geomean(values: Sequence[float]) -> float:
+    """Geometric mean (1.0 for no values).
+
+    >>> round(geomean([1.0, 4.0]), 6)
+    2.0
+    """
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else 1.0
+
+
+def summarize(rows: list[BenchRow], methods: Sequence[str]) -> BenchReport:
+    """The headline geomeans over ``rows``."""
+    vs_listed = {m: geomean([r.ratio(m) for r in rows]) for m in methods if m != "listed"}
+    reference = REWRITE if REWRITE in methods else OPTIMAL if OPTIMAL in methods else "best"
+    vs_baselines = {}
+    for b in BASELINES:
+        if b in methods:
+            vals = [
+                r.runs[b].peak / max(1, r.best.peak if reference == "best" else r.runs[reference].peak)
+                for r in rows
+            ]
+            vs_baselines[b] = geomean(vals)
+    return BenchReport(rows, list(methods), vs_listed, reference, vs_baselines)
+
+
+def run_bench(
+    names: Sequence[str],
+    *,
+    element_bytes: int = 4,
+    time_limit: float | None = 60.0,
+    methods: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> BenchReport:
+    """Benchmark zoo networks ``names``.
+
+    Args:
+        names: Zoo names.
+        element_bytes: 4 (float32) or 1 (int8-sized accounting).
+        time_limit: Per method and network, in seconds.
+        methods: Column order (default :func:`methods_available`).
+        progress: Called with ``(network, method)`` before each step.
+
+    Returns:
+        The report.
+
+    Raises:
+        UnknownModelError: a name is not in the zoo.
+        SerenityError: a requested method is not registered.
+    """
+    from serenity import zoo
+    from serenity.errors import SerenityError
+
+    for n in names:
+        zoo.info(n)
+    methods = list(methods or methods_available())
+    for m in methods:
+        if m not in SCHEDULERS and not (m == REWRITE and find_rewriter()):
+            raise SerenityError(f"bench: method '{m}' is not registered (known: {', '.join(SCHEDULERS)})")
+    rows = []
+    for n in names:
+        if progress:
+            progress(n, "import")
+        graph, family = load_zoo_graph(n, element_bytes=element_bytes)
+        rows.append(
+            bench_graph(
+                n,
+                graph,
+                family=family,
+                element_bytes=element_bytes,
+                methods=methods,
+                time_limit=time_limit,
+                progress=progress,
+            )
+        )
+    return summarize(rows, methods)

@@ -1,0 +1,95 @@
+"""``serenity bench``: peak memory of the zoo under every order, the paper's evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` command."""
+    p = subparsers.add_parser(
+        "bench",
+        help="peak memory of the zoo networks under every scheduling method",
+        description="For each zoo network: the peak under each baseline order, under the optimal "
+        "schedule (when registered) and optimal + rewriting (when available), the lower "
+        "bound, proof status and scheduling time, with geomean ratios against the "
+        "framework's own (listed) order.",
+    )
+    p.add_argument("--only", action="append", metavar="NAME", help="bench only this network (repeatable)")
+    p.add_argument("--quick", action="store_true", help="a small subset that runs in well under a minute")
+    p.add_argument(
+        "--element-size", type=int, choices=(4, 1), default=4, help="bytes per activation element (default 4)"
+    )
+    p.add_argument("--int8", action="store_true", help="same as --element-size 1")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds per method and network (default 60)",
+    )
+    p.add_argument("--csv", metavar="FILE", help="write one CSV line per network")
+    p.add_argument("--plot", metavar="FILE.png", help="write grouped peak bars and scheduling times")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the bench; returns the exit code.
+
+    Raises:
+        UnknownModelError: ``--only`` names a network not in the zoo.
+        SerenityError: an output folder does not exist.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from serenity import zoo
+    from serenity.bench import QUICK, methods_available, run_bench
+    from serenity.bench_report import table_rows, write_csv, write_plot
+    from serenity.cli import emit_json
+    from serenity.report import table
+
+    names = list(args.only or (QUICK if args.quick else zoo.names()))
+    for n in names:
+        zoo.info(n)
+    element_bytes = 1 if args.int8 else args.element_size
+    time_limit = min(args.time_limit, 5.0) if args.quick else args.time_limit
+    methods = methods_available()
+    steps = len(names) * (len(methods) + 1)
+    console = Console(file=sys.stderr)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("bench", total=steps)
+
+        def progress(network: str, method: str) -> None:
+            bar.update(task, advance=0 if method == "import" and not bar.tasks[task].completed else 1,
+                       description=f"{network}: {method}")  # fmt: skip
+
+        report = run_bench(
+            names, element_bytes=element_bytes, time_limit=time_limit, methods=methods, progress=progress
+        )
+        bar.update(task, completed=steps)
+    if args.csv:
+        write_csv(report, Path(args.csv))
+    if args.plot:
+        write_plot(report, Path(args.plot))
+    if args.json:
+        emit_json(report.as_dict())
+        return 0
+    cols, rows = table_rows(report)
+    table(f"Peak activation memory in KiB at {element_bytes} B/element (* = proven optimal)", cols, rows)
+    ratios = ", ".join(f"{m} {v:.2f}×" for m, v in report.vs_listed.items())
+    print(f"geomean peak(listed) / peak(method): {ratios}")
+    vs = ", ".join(f"{b} {v:.2f}×" for b, v in report.vs_baselines.items())
+    print(f"geomean peak(baseline) / peak({report.reference}): {vs}")
+    if "optimal" not in methods:
+        print("note: no 'optimal' scheduler is registered; only baselines were run", file=sys.stderr)
+    for path in (args.csv, args.plot):
+        if path:
+            print(f"written: {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,138 @@
+"""The bench: its columns, its ratios, and optimal never above a baseline."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from serenity import bench
+from serenity.bench_report import csv_text, table_rows, write_plot
+from serenity.ir import Graph
+from serenity.memory import simulate
+from serenity.schedulers import BASELINES, SCHEDULERS
+from serenity.schedulers.result import ScheduleResult, make_result
+
+SMALL = ["darts_reduction_cell", "swiftnet_cell_a"]
+
+
+def _exact_by_downsets(graph: Graph, *, time_limit: float | None = None) -> ScheduleResult:
+    """Serenity's DP over downsets, written independently here for graphs of a few dozen ops.
+
+    Stands in for the exact scheduler while none is registered, so the bench's plumbing of an
+    ``optimal`` column is tested either way.
+    """
+    d = graph.dense
+    n = d.n_ops
+    owner = [set(c) for c in d.consumers]
+
+    def live(done: frozenset[int]) -> int:
+        total = sum(d.sizes[t] for t in d.initial if d.pinned[t] or not owner[t] <= done)
+        for u in done:
+            total += sum(d.sizes[t] for t in d.op_out[u] if d.pinned[t] or not owner[t] <= done)
+        return total
+
+    layer: dict[frozenset[int], tuple[int, tuple[int, ...]]] = {frozenset(): (0, ())}
+    for _ in range(n):
+        nxt: dict[frozenset[int], tuple[int, tuple[int, ...]]] = {}
+        for done, (peak, order) in layer.items():
+            base = live(done)
+            for v in range(n):
+                if v in done or not set(d.preds[v]) <= done:
+                    continue
+                cand = (max(peak, base + sum(d.sizes[t] for t in d.op_out[v])), (*order, v))
+                key = done | {v}
+                if key not in nxt or cand < nxt[key]:
+                    nxt[key] = cand
+        layer = nxt
+    ((peak, order),) = layer.values()
+    assert simulate(graph, order).peak == peak
+    return make_result(graph, order, method="optimal", seconds=0.0, lower_bound=peak, proven=True)
+
+
+@pytest.fixture
+def with_optimal(monkeypatch: pytest.MonkeyPatch) -> None:
+    if "optimal" not in SCHEDULERS:
+        monkeypatch.setitem(SCHEDULERS, "optimal", _exact_by_downsets)
+
+
+def test_bench_on_two_small_networks(with_optimal: None) -> None:
+    report = bench.run_bench(SMALL, time_limit=30)
+    assert report.methods[: len(BASELINES)] == list(BASELINES)
+    assert "optimal" in report.methods
+    assert [r.network for r in report.rows] == SMALL
+    for row in report.rows:
+        opt = row.runs["optimal"].peak
+        assert all(opt <= row.runs[b].peak for b in BASELINES), row.network
+        assert row.lower_bound <= opt
+        assert row.proven and row.runs["optimal"].proven
+    assert report.reference == "optimal"
+    assert report.vs_listed["optimal"] >= 1.0
+    assert all(v >= 1.0 for v in report.vs_baselines.values())
+    # The CSV has one header and one line per network with every method's columns.
+    lines = list(csv.DictReader(io.StringIO(csv_text(report))))
+    assert [line["network"] for line in lines] == SMALL
+    for m in report.methods:
+        assert all(f"peak_{m}" in line and f"seconds_{m}" in line for line in lines)
+    assert {"lower_bound", "proven", "listed_over_optimal"} <= set(lines[0])
+    cols, rows = table_rows(report)
+    assert len(cols) == len(rows[0]) and "optimal" in cols
+    json.dumps(report.as_dict())
+
+
+def test_int8_accounting_divides_every_peak_by_four() -> None:
+    f32 = bench.run_bench(["swiftnet_cell_a"], methods=["listed", "greedy"]).rows[0]
+    i8 = bench.run_bench(["swiftnet_cell_a"], methods=["listed", "greedy"], element_bytes=1).rows[0]
+    assert all(f32.runs[m].peak == 4 * i8.runs[m].peak for m in ("listed", "greedy"))
+
+
+def test_no_rewrite_column_without_a_rewriting_pass() -> None:
+    if bench.find_rewriter() is None:
+        assert bench.REWRITE not in bench.methods_available()
+    else:
+        assert bench.REWRITE in bench.methods_available() or "optimal" not in SCHEDULERS
+
+
+def test_unknown_network_and_method_are_user_errors() -> None:
+    from serenity.errors import SerenityError
+
+    with pytest.raises(SerenityError, match="no zoo network"):
+        bench.run_bench(["nope"])
+    with pytest.raises(SerenityError, match="not registered"):
+        bench.run_bench(["swiftnet_cell_a"], methods=["listed", "magic"])
+
+
+def test_cli_bench_writes_csv_plot_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from serenity.cli import main
+
+    out_csv, out_png = tmp_path / "b.csv", tmp_path / "b.png"
+    rc = main(["bench", "--only", "swiftnet_cell_a", "--int8", "--time-limit", "10",
+               "--csv", str(out_csv), "--plot", str(out_png), "--json"])  # fmt: skip
+    assert rc == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["rows"][0]["network"] == "swiftnet_cell_a" and obj["rows"][0]["element_bytes"] == 1
+    assert out_csv.read_text().startswith("network,family,ops,element_bytes,peak_listed")
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_zoo_list_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from serenity.cli import main
+    from serenity.formats import load
+
+    assert main(["zoo", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["networks"]
+    assert any(e["name"] == "darts_imagenet" and e["cells"] == 14 for e in listed)
+    out = tmp_path / "cell.onnx"
+    assert main(["zoo", "export", "swiftnet_cell_a", "-o", str(out)]) == 0
+    assert len(load(out).graph.ops) == 23
+    assert main(["zoo", "export", "nope", "-o", str(out)]) == 2
+
+
+def test_plot_is_written_atomically(tmp_path: Path) -> None:
+    report = bench.run_bench(["darts_reduction_cell"], methods=["listed", "dfs"])
+    write_plot(report, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["p.png"]
