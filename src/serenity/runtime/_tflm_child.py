@@ -1,7 +1,7 @@
 """The child process behind :mod:`serenity.runtime.tflm`; run as a script, never imported.
 
-``python _tflm_child.py MODEL WORKDIR ARENA`` builds a TFLite Micro interpreter for ``MODEL``,
-growing the arena from ``ARENA`` bytes until ``AllocateTensors`` succeeds; if ``WORKDIR`` holds
+``python _tflm_child.py MODEL WORKDIR ARENA`` builds a TFLite Micro interpreter for ``MODEL``
+with an ``ARENA``-byte arena (reporting the missing bytes if that is too small); if ``WORKDIR`` holds
 ``inputs.npz`` it sets the inputs, invokes once and writes ``outputs.npz``; then it prints
 TFLM's allocation report. Everything it learnt goes to ``WORKDIR/report.json``.
 
@@ -27,8 +27,6 @@ from tflite_micro.python.tflite_micro import runtime
 
 #: TFLM's allocators say "missing: N" exactly when the arena is too small.
 _TOO_SMALL = re.compile(r"missing: (\d+)")
-#: The arena size argument of the interpreter is a C ``int``.
-_MAX_ARENA = 2**31 - 1
 
 
 def _captured(fn: Callable[[], Any]) -> tuple[Any, BaseException | None, str]:
@@ -59,18 +57,22 @@ def _classify(text: str) -> str:
 
 
 def _interpreter(model: bytes, arena: int, report: dict[str, Any]) -> Any:
-    """Build an interpreter, growing the arena until allocation succeeds."""
-    while True:
-        interp, error, text = _captured(lambda a=arena: runtime.Interpreter.from_bytes(model, arena_size=a))
-        if error is None:
-            report["arena_size"] = arena
-            return interp
-        missing = _TOO_SMALL.search(text)
-        if missing is None or arena >= _MAX_ARENA:
-            report.update(error=_classify(text), message=_summary(text, error))
-            return None
-        # Grow past what the failing allocation lacked: later allocations may want more still.
-        arena = min(_MAX_ARENA, max(2 * arena, arena + 2 * int(missing.group(1))))
+    """Build an interpreter with an ``arena``-byte arena, or record why not.
+
+    One attempt per process: after a failed allocation TFLM's state is not to be trusted (with
+    some tiny arenas it even segfaults), so the parent grows the arena and starts a new child
+    when the report says ``"arena"`` and how many bytes were missing.
+    """
+    interp, error, text = _captured(lambda: runtime.Interpreter.from_bytes(model, arena_size=arena))
+    if error is None:
+        report["arena_size"] = arena
+        return interp
+    missing = _TOO_SMALL.search(text)
+    if missing is not None:
+        report.update(error="arena", missing=int(missing.group(1)), message=_summary(text, error))
+    else:
+        report.update(error=_classify(text), message=_summary(text, error))
+    return None
 
 
 def _summary(text: str, error: BaseException) -> str:

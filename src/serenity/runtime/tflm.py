@@ -18,9 +18,11 @@ variable tensors) does not depend on the order and is reported separately.
 
 Arena size: TFLM needs the size up front and fails ``AllocateTensors`` if it is too small. We
 start from the no-reuse bound (every activation, each rounded up to 16 bytes) plus room for the
-persistent structures (64 KiB + 256 B per tensor and operator), which suffices unless kernels ask
-for large scratch buffers; on failure TFLM says how many bytes were ``missing`` and the child
-grows the arena (at least doubling) and retries. The head does not depend on the arena size.
+persistent structures (64 KiB + 1 KiB per tensor and operator), which suffices unless kernels ask
+for large scratch buffers; on failure TFLM says how many bytes were ``missing`` and we grow the
+arena (at least doubling) and retry in a new child: after a failed allocation TFLM's state is
+not to be trusted, and with some tiny arenas it even crashes (then we retry at the bound).
+The head does not depend on the arena size.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
@@ -47,6 +50,8 @@ from serenity.formats.tflite_io import parse_tflite
 ModelRef = bytes | str | os.PathLike[str]
 
 _CHILD = Path(__file__).with_name("_tflm_child.py")
+#: The interpreter's arena size argument is a C ``int``.
+_MAX_ARENA = 2**31 - 1
 _ALLOC = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
 
 
@@ -195,13 +200,8 @@ def execute(
     loaded = parse_tflite(data, Path(label))
     if inputs is not None:
         _check_inputs(_specs(data, loaded, inputs=True), inputs, label)
-    if arena_size is None:
-        acts = [t.nbytes for t in loaded.graph.activations]
-        arena_size = (
-            sum(-(-b // 16) * 16 for b in acts)
-            + 65536
-            + 256 * (len(loaded.graph.tensors) + len(loaded.graph.ops))
-        )
+    bound = _arena_bound(loaded)
+    arena_size = bound if arena_size is None else arena_size
     with tempfile.TemporaryDirectory(prefix="serenity-tflm-") as tmp:
         work = Path(tmp)
         path = Path(label) if not isinstance(model, bytes) else work / "model.tflite"
@@ -209,8 +209,25 @@ def execute(
             path.write_bytes(data)
         if inputs is not None:
             np.savez(work / "inputs.npz", *[np.asarray(x) for x in inputs])
-        _spawn(path, work, arena_size, timeout, label)
-        return _collect(work, inputs is not None, label)
+        # Grow the arena across children (one allocation attempt per process, see the child).
+        while True:
+            report = _spawn(path, work, arena_size, timeout, label)
+            if report.get("error") == "crash" and arena_size < bound:
+                # TFLM can crash when the arena runs out while it builds its persistent
+                # structures (seen at ~13 KB for nas_cells_int8); that is a too-small arena.
+                arena_size = bound
+            elif report.get("error") == "arena" and arena_size < _MAX_ARENA:
+                arena_size = min(_MAX_ARENA, max(2 * arena_size, arena_size + 2 * int(report["missing"])))
+            else:
+                return _collect(work, report, inputs is not None, label)
+
+
+def _arena_bound(model: Model) -> int:
+    """The starting arena: no reuse at all (every activation rounded up to TFLM's 16-byte
+    alignment) plus room for the persistent structures (64 KiB + 1 KiB per tensor and op)."""
+    g = model.graph
+    acts = sum(-(-t.nbytes // 16) * 16 for t in g.activations)
+    return acts + 65536 + 1024 * (len(g.tensors) + len(g.ops))
 
 
 # -- internals ----------------------------------------------------------------------------------
@@ -259,7 +276,8 @@ def _check_inputs(specs: list[TensorSpec], inputs: Sequence[np.ndarray], label: 
             )
 
 
-def _spawn(path: Path, work: Path, arena_size: int, timeout: float, label: str) -> None:
+def _spawn(path: Path, work: Path, arena_size: int, timeout: float, label: str) -> dict[str, Any]:
+    """Run the child once and return its JSON report."""
     cmd = [sys.executable, str(_CHILD), str(path), str(work), str(arena_size)]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
@@ -267,14 +285,16 @@ def _spawn(path: Path, work: Path, arena_size: int, timeout: float, label: str) 
         raise TFLMError(f"{label}: TFLite Micro did not finish within {timeout:g} s") from e
     if proc.returncode < 0:
         sig = signal.Signals(-proc.returncode).name
-        raise TFLMError(f"{label}: TFLite Micro crashed ({sig})")
+        return {"error": "crash", "message": f"crashed ({sig})"}
     if proc.returncode != 0 or not (work / "report.json").exists():
         lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise TFLMError(f"{label}: the TFLite Micro child failed: {lines[-1] if lines else proc.returncode}")
+    report: dict[str, Any] = json.loads((work / "report.json").read_text())
+    (work / "report.json").unlink()
+    return report
 
 
-def _collect(work: Path, ran: bool, label: str) -> TFLMResult:
-    report = json.loads((work / "report.json").read_text())
+def _collect(work: Path, report: dict[str, Any], ran: bool, label: str) -> TFLMResult:
     if "error" in report:
         kind = UnsupportedError if report["error"] == "unsupported" else TFLMError
         raise kind(f"{label}: TFLite Micro: {report['message']}")
