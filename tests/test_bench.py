@@ -16,7 +16,7 @@ from serenity.memory import simulate
 from serenity.schedulers import BASELINES, SCHEDULERS
 from serenity.schedulers.result import ScheduleResult, make_result
 
-SMALL = ["darts_reduction_cell", "swiftnet_cell_a"]
+SMALL = ["swiftnet_cell_a", "swiftnet_cell_c"]
 
 
 def _exact_by_downsets(graph: Graph, *, time_limit: float | None = None) -> ScheduleResult:
@@ -69,6 +69,8 @@ def test_bench_on_two_small_networks(with_optimal: None) -> None:
         assert all(opt <= row.runs[b].peak for b in BASELINES), row.network
         assert row.lower_bound <= opt
         assert row.proven and row.runs["optimal"].proven
+    # On these cells the framework's order is not optimal (checked by the independent DP).
+    assert any(row.runs["optimal"].peak < row.runs["listed"].peak for row in report.rows)
     assert report.reference == "optimal"
     assert report.vs_listed["optimal"] >= 1.0
     assert all(v >= 1.0 for v in report.vs_baselines.values())
@@ -127,7 +129,7 @@ def test_cli_zoo_list_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert any(e["name"] == "darts_imagenet" and e["cells"] == 14 for e in listed)
     out = tmp_path / "cell.onnx"
     assert main(["zoo", "export", "swiftnet_cell_a", "-o", str(out)]) == 0
-    assert len(load(out).graph.ops) == 23
+    assert len(load(out).graph.ops) == 27
     assert main(["zoo", "export", "nope", "-o", str(out)]) == 2
 
 

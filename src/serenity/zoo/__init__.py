@@ -89,8 +89,8 @@ def _entries() -> list[ZooEntry]:
                      1, "stage", {"ws": 182, "er": 212, "ba": 260}[kind], False,
                      partial(randwire.single_stage, kind, "c10")))
     rows.append(("swiftnet", "swiftnet", "SwiftNet human presence detection (reconstructed), 128×128",
-                 3, "cell", 81, True, swiftnet.network))
-    for cell, n in (("A", 23), ("B", 27), ("C", 24)):
+                 3, "cell", 84, True, swiftnet.network))
+    for cell, n in (("A", 27), ("B", 27), ("C", 23)):
         rows.append((f"swiftnet_cell_{cell.lower()}", "swiftnet", f"SwiftNet cell {cell} (reconstructed)",
                      1, "cell", n, False, partial(swiftnet.single_cell, cell)))
     rows += [

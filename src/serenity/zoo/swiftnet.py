@@ -11,8 +11,10 @@ not released. **What is reconstructed here** (and what is not):
   3×3 / 5×5 depthwise-separable conv); each cell halves the resolution; a tiny two-class head;
   a budget of tens of MMACs and a few hundred thousand weights (Serenity's Table 1: 57.4 M MACs,
   249.7 K weights).
-* Reconstructed: the input (3×128×128), the stem, every cell's wiring, op choice and widths
-  (``CELLS`` below, written by hand to the properties above, not taken from a released model).
+* Reconstructed: the input (3×128×128), the stem, every cell's wiring, op choice and per-node
+  widths (``CELLS`` below, written by hand to the properties above, not taken from a released
+  model; about 0.2 M weights), and the rule that nodes reading the cell input read it alone,
+  with stride 2.
   Memory numbers on this model are therefore comparable in kind, not in value, to the paper's.
 
 Concatenation feeding a convolution is the pattern Serenity's graph rewriting (channel-wise
@@ -33,35 +35,32 @@ class SwiftCell:
     """One reconstructed cell.
 
     Attributes:
-        width: Channels each node writes.
-        nodes: Per node ``1..``: ``(op, inputs)``; input 0 is the cell input. The first node has
-            stride 2.
+        nodes: Per node ``1..``: ``(op, inputs, channels)``; input 0 is the cell input, which a
+            node reads alone and with stride 2 (every node of the cell then runs at half the
+            input's resolution).
         concat: Nodes concatenated into the cell output.
     """
 
-    width: int
-    nodes: tuple[tuple[str, tuple[int, ...]], ...]
+    nodes: tuple[tuple[str, tuple[int, ...], int], ...]
     concat: tuple[int, ...]
 
 
-# Reconstructed wiring (see module docstring): dense-ish early nodes, pruned long edges.
+# Reconstructed wiring (see module docstring): several nodes read the cell input (GRAM's complete
+# DAG keeps input edges), node widths differ (structure-level pruning), multi-input nodes concat.
 CELLS: dict[str, SwiftCell] = {
     "A": SwiftCell(
-        24,
-        (("sep3", (0,)), ("conv1", (1,)), ("sep3", (1,)), ("sep5", (1, 2)), ("conv1", (2, 3)),
-         ("sep3", (3, 4, 5)), ("conv1", (1, 4, 6))),
-        (5, 6, 7),
+        (("sep3", (0,), 24), ("conv1", (0,), 48), ("sep5", (0,), 16), ("sep3", (1, 2), 24),
+         ("conv1", (2, 3), 32), ("sep3", (1, 4), 24), ("sep5", (3, 5), 16), ("conv1", (4, 6, 7), 32)),
+        (5, 8),
     ),
     "B": SwiftCell(
-        48,
-        (("sep3", (0,)), ("sep3", (1,)), ("conv1", (1,)), ("sep5", (2, 3)), ("sep3", (1, 3)),
-         ("conv1", (2, 4, 5)), ("sep3", (4, 6)), ("conv1", (5, 6, 7))),
-        (6, 7, 8),
+        (("sep3", (0,), 48), ("conv1", (0,), 96), ("sep3", (1,), 32), ("sep5", (2, 3), 48),
+         ("conv1", (1, 4), 64), ("sep3", (2, 5), 32), ("sep5", (3, 4, 6), 48), ("conv1", (5, 7), 64)),
+        (6, 8),
     ),
     "C": SwiftCell(
-        96,
-        (("sep3", (0,)), ("conv1", (1,)), ("sep3", (1, 2)), ("sep5", (1, 2)), ("conv1", (3, 4)),
-         ("sep3", (2, 3, 5)), ("conv1", (4, 5, 6))),
+        (("sep3", (0,), 96), ("conv1", (0,), 128), ("sep5", (0,), 64), ("sep3", (1, 2), 96),
+         ("conv1", (3, 4), 128), ("sep3", (2, 5), 64), ("conv1", (4, 6), 128)),
         (6, 7),
     ),
 }  # fmt: skip
@@ -80,10 +79,11 @@ def _node_op(b: NetBuilder, op: str, x: str, c: int, stride: int) -> str:
 def swift_cell(b: NetBuilder, x: str, spec: SwiftCell) -> str:
     """Emit one cell reading ``x``; nodes in index order, output concatenation last."""
     states = [x]
-    for i, (op, inputs) in enumerate(spec.nodes, start=1):
+    for i, (op, inputs, width) in enumerate(spec.nodes, start=1):
         with b.scope(f"node{i}"):
+            assert inputs == (0,) or 0 not in inputs, "the cell input is read alone, with stride 2"
             agg = b.concat([states[j] for j in inputs])
-            states.append(_node_op(b, op, agg, spec.width, 2 if i == 1 else 1))
+            states.append(_node_op(b, op, agg, width, 2 if inputs == (0,) else 1))
     return b.concat([states[j] for j in spec.concat])
 
 
@@ -92,7 +92,7 @@ def _cell_input_shape(name: str) -> tuple[int, int, int, int]:
     for key, spec in CELLS.items():
         if key == name:
             return (1, c, hw, hw)
-        c, hw = spec.width * len(spec.concat), hw // 2
+        c, hw = sum(spec.nodes[j - 1][2] for j in spec.concat), hw // 2
     raise ValueError(f"unknown SwiftNet cell '{name}' (known: {', '.join(CELLS)})")
 
 
