@@ -72,6 +72,36 @@ def _fuse(b: NetBuilder, xs: list[str], n_out: int) -> list[str]:
     return outs
 
 
+def _hrnet_stages(b: NetBuilder, branches: list[str]) -> list[str]:
+    """Stages 2-4: parallel basic blocks per branch, fusion, and a new branch per transition."""
+    for s, n in ((2, 2), (3, 3), (4, 4)):
+        with b.scope(f"stage{s}"):
+            for k in range(n):
+                with b.scope(f"branch{k}"):
+                    branches[k] = _basic_block(b, _basic_block(b, branches[k]))
+            branches = _fuse(b, branches, n)
+        if s < 4:
+            with b.scope(f"transition{s}"):
+                branches.append(b.relu(b.conv(branches[-1], HRNET_CHANNELS[s], 3, stride=2)))
+    return branches
+
+
+def hrnet_body(*, seed: int = 0) -> onnx.ModelProto:
+    """HRNet-W18-small's multi-resolution body alone: stages 2-4 from the two branches that
+    transition 1 makes (18@56×56, 36@28×28) to the four fused outputs.
+
+    In the whole network the 112×112 stem holds the peak whatever the order; here the peak lies
+    in the part no cell boundary splits.
+    """
+    b = NetBuilder("hrnet_w18_small_body", seed)
+    branches = [
+        b.input("branch0", (1, HRNET_CHANNELS[0], 56, 56)),
+        b.input("branch1", (1, HRNET_CHANNELS[1], 28, 28)),
+    ]
+    outs = _hrnet_stages(b, branches)
+    return b.finish(outs, doc="HRNet-W18-small stages 2-4 (serenity.zoo.multires)")
+
+
 def hrnet(*, seed: int = 0) -> onnx.ModelProto:
     """HRNet-W18-small at 224×224: stages ``stage1..stage4``, 1000 classes."""
     b = NetBuilder("hrnet_w18_small", seed)
@@ -86,15 +116,7 @@ def hrnet(*, seed: int = 0) -> onnx.ModelProto:
             b.relu(b.conv(x, HRNET_CHANNELS[0], 3)),
             b.relu(b.conv(x, HRNET_CHANNELS[1], 3, stride=2)),
         ]
-    for s, n in ((2, 2), (3, 3), (4, 4)):
-        with b.scope(f"stage{s}"):
-            for k in range(n):
-                with b.scope(f"branch{k}"):
-                    branches[k] = _basic_block(b, _basic_block(b, branches[k]))
-            branches = _fuse(b, branches, n)
-        if s < 4:
-            with b.scope(f"transition{s}"):
-                branches.append(b.relu(b.conv(branches[-1], HRNET_CHANNELS[s], 3, stride=2)))
+    branches = _hrnet_stages(b, branches)
     with b.scope("head"):
         hw = b.shape(branches[0])[2:]
         up = [branches[0]] + [b.resize(x, (hw[0], hw[1])) for x in branches[1:]]
@@ -138,6 +160,20 @@ def nasfpn(*, seed: int = 0) -> onnx.ModelProto:
                 levels[lvl] = b.conv(x, NASFPN_C)
         levels[6] = b.conv(x, NASFPN_C, 3, stride=2)
         levels[7] = b.maxpool(levels[6], 2, stride=2, pad=0)
+    levels = _nasfpn_cells(b, levels)
+    outs = [levels[lvl] for lvl in range(3, 8)]
+    return b.finish(outs, doc="NAS-FPN over P3-P7 (serenity.zoo.multires)")
+
+
+def nasfpn_body(*, seed: int = 0) -> onnx.ModelProto:
+    """The NAS-FPN merging cells alone, reading P3-P7 (64 channels, 32×32 down to 2×2)."""
+    b = NetBuilder("nasfpn_body", seed)
+    levels = {lvl: b.input(f"P{lvl}", (1, NASFPN_C, 256 // 2**lvl, 256 // 2**lvl)) for lvl in range(3, 8)}
+    levels = _nasfpn_cells(b, levels)
+    return b.finish([levels[lvl] for lvl in range(3, 8)], doc="NAS-FPN merging cells (serenity.zoo.multires)")
+
+
+def _nasfpn_cells(b: NetBuilder, levels: dict[int, str]) -> dict[int, str]:
     for r in range(NASFPN_REPEATS):
         with b.scope(f"cell{r}"):
             feats = [(lvl, levels[lvl]) for lvl in range(3, 8)]
@@ -145,5 +181,4 @@ def nasfpn(*, seed: int = 0) -> onnx.ModelProto:
                 with b.scope(f"block{k}"):
                     feats.append((spec[0], _merge(b, feats, spec)))
             levels = {lvl: x for (lvl, x), spec in zip(feats[5:], NASFPN_BLOCKS, strict=True) if spec[3]}
-    outs = [levels[lvl] for lvl in range(3, 8)]
-    return b.finish(outs, doc="NAS-FPN over P3-P7 (serenity.zoo.multires)")
+    return levels
