@@ -262,8 +262,15 @@ def test_signature_batch_uses_the_static_shape_tflm_allocates() -> None:
     # The converter marks the batch -1 in shape_signature and 1 in shape; TFLM allocates shape.
     assert model_t().subgraphs[0].tensors[0].shapeSignature[0] == -1
     assert load(model_path("fan_concat_int8"), dims={"batch": 1}).graph.tensors
-    with pytest.raises(ShapeError, match=r"never resizes tensors, so dims cannot set it to 4"):
+    with pytest.raises(ShapeError, match=r"has batch 1 in the file and TFLite Micro never resizes"):
         load(model_path("fan_concat_int8"), dims={"batch": 4})
+    # Entries other than "batch" only fill unknown dimensions, never override static ones.
+    assert (
+        load(model_path("fan_concat_int8"), dims={"n": 4})
+        .graph.tensors["serving_default_keras_tensor:0"]
+        .shape[0]
+        == 1
+    )
 
 
 @pytest.mark.parametrize("ttype", ["STRING", "RESOURCE", "VARIANT"])
@@ -284,11 +291,16 @@ def test_dtypes_names_and_variables(tmp_path: Path) -> None:
     sg.tensors[b].type = fb.TensorType.INT16
     sg.tensors[b].name = sg.tensors[a].name  # a repeated name gets its index appended
     sg.tensors[sg.inputs[0]].isVariable = True
+    sg.tensors[5].name, sg.tensors[6].name = b"", b"#5"  # "" marks absent inputs in the IR
     g = load(pack(m, tmp_path / "t.tflite")).graph
+    assert {"#5", "#5#6"} <= set(g.tensors) and "" not in g.tensors
     ta, tb = g.tensors[sg.tensors[a].name.decode()], g.tensors[f"{sg.tensors[a].name.decode()}#{b}"]
     assert (ta.dtype, ta.nbytes) == ("int4", math.prod(ta.shape))
     assert (tb.dtype, tb.nbytes) == ("int16", 2 * math.prod(tb.shape))
     assert g.tensors["serving_default_keras_tensor:0"].constant
+    # Constants cost what their buffer stores.
+    w = sg.operators[0].inputs[1]
+    assert g.tensors[sg.tensors[w].name.decode()].nbytes == len(m.buffers[sg.tensors[w].buffer].data)
 
 
 def test_other_subgraphs_and_external_buffers_survive(tmp_path: Path) -> None:
@@ -341,3 +353,26 @@ def test_failed_saves_write_nothing(tmp_path: Path) -> None:
 def test_loading_a_missing_file() -> None:
     with pytest.raises(ModelFormatError, match="no such file"):
         load(MODELS_DIR / "nope.tflite")
+
+
+def test_structure_problem_names_the_first_foreign_byte(tmp_path: Path) -> None:
+    m = load(model_path("fan_concat_int8"))
+    out = tmp_path / "r.tflite"
+    save(m, reordered(m, seed=2), out)
+    data = bytearray(out.read_bytes())
+    data[-1] ^= 0xFF  # the last byte, far from the operator vector
+    out.write_bytes(bytes(data))
+    assert (
+        structure_problem(m, load(out))
+        == f"the files differ at byte {len(data) - 1}, outside subgraph 0's operator order"
+    )
+
+
+def test_verify_accepts_a_reordered_tflite(tmp_path: Path) -> None:
+    from serenity.verify import verify
+
+    m = load(model_path("inception_block_float"))
+    out = tmp_path / "r.tflite"
+    save(m, reordered(m, seed=4), out)
+    report = verify(model_path("inception_block_float"), out)
+    assert report.ok and report.runtime == "tflite-micro" and report.outputs_identical, report.problems

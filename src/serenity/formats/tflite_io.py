@@ -19,9 +19,9 @@ static ``shape``. The converter writes ``shape_signature`` with ``-1`` for a dyn
 concrete ``shape`` (usually 1) beside it; the static ``shape`` is what the arena holds, so it is
 what we use. Only a dimension that is negative in ``shape`` itself is unknown. ``dims`` fills
 those: TFLite dimensions have no names, so a ``dims`` with a single entry (any name) supplies
-every unknown dimension, and otherwise the entry ``"batch"`` supplies axis 0. A ``dims`` value
-that contradicts a static dimension that the signature marks dynamic is an error, because the
-written model would still run at the static size.
+every unknown dimension, and otherwise the entry ``"batch"`` supplies axis 0. A ``"batch"`` that
+contradicts a static axis 0 the signature marks dynamic is an error (TFLite Micro would still run
+the file at its static batch); other entries never override a static dimension.
 """
 
 from __future__ import annotations
@@ -200,11 +200,20 @@ def structure_problem(a: Model, b: Model) -> str | None:
         return "subgraph 0's operator vector is at a different place or has a different length"
     lo, hi = sa.operators_vector, sa.operators_vector + 4 * sa.n_ops
     for start, end in ((0, lo), (hi, len(sa.data))):
-        if sa.data[start:end] != sb.data[start:end]:
-            at = next(k for k in range(start, end) if sa.data[k] != sb.data[k])
+        at = _first_difference(sa.data, sb.data, start, end)
+        if at is not None:
             return f"the files differ at byte {at}, outside subgraph 0's operator order"
     if sorted(_tables(sa)) != sorted(_tables(sb)):
         return "subgraph 0's operator slots point at different operator tables"
+    return None
+
+
+def _first_difference(a: bytes, b: bytes, start: int, end: int, chunk: int = 1 << 20) -> int | None:
+    """The first position in ``[start, end)`` where ``a`` and ``b`` differ (compared by chunks)."""
+    for lo in range(start, end, chunk):
+        hi = min(end, lo + chunk)
+        if a[lo:hi] != b[lo:hi]:
+            return next(k for k in range(lo, hi) if a[k] != b[k])
     return None
 
 
@@ -257,16 +266,16 @@ def _opcode_name(code: Any) -> str:
     return _OPCODE_NAMES.get(builtin, f"BUILTIN_{builtin}")
 
 
-def _buffer_has_data(buf: Any, data: bytes, path: Path, index: int) -> bool:
-    """Whether buffer ``index`` holds data, inline or (offset > 1) after the flatbuffer."""
+def _buffer_bytes(buf: Any, data: bytes, path: Path, index: int) -> int:
+    """Bytes of data buffer ``index`` holds, inline or (offset > 1) after the flatbuffer."""
     offset, size = int(buf.Offset()), int(buf.Size())
     if offset > 1:
         if offset + size > len(data):
             raise ModelFormatError(
                 f"{path}: buffer {index} points outside the file (offset {offset}, size {size})"
             )
-        return size > 0
-    return buf.DataLength() > 0
+        return size
+    return int(buf.DataLength())
 
 
 def _parse(data: bytes, path: Path, dims: Mapping[str, int]) -> Model:
@@ -277,12 +286,12 @@ def _parse(data: bytes, path: Path, dims: Mapping[str, int]) -> Model:
     n_codes = _count(m.OperatorCodesLength(), data, "operator code", path)
     opcodes = [_opcode_name(m.OperatorCodes(k)) for k in range(n_codes)]
     n_buf = _count(m.BuffersLength(), data, "buffer", path)
-    has_data = [_buffer_has_data(m.Buffers(k), data, path, k) for k in range(n_buf)]
+    stored = [_buffer_bytes(m.Buffers(k), data, path, k) for k in range(n_buf)]
     metadata = [m.Metadata(k) for k in range(_count(m.MetadataLength(), data, "metadata", path))]
     for md in metadata:
         _index(md.Buffer(), n_buf, "metadata buffer index", path)
     sg = m.Subgraphs(0)
-    graph = _subgraph(sg, data, path, opcodes, has_data, dims)
+    graph = _subgraph(sg, data, path, opcodes, stored, dims)
     try:
         graph.check_order(graph.listed_order)
     except OrderError as e:
@@ -326,7 +335,7 @@ def _subgraph(
     data: bytes,
     path: Path,
     opcodes: list[str],
-    has_data: list[bool],
+    stored: list[int],
     dims: Mapping[str, int],
 ) -> Graph:
     # 1. Tensors: unique names, static shapes, sizes as TFLite Micro allocates them.
@@ -339,16 +348,14 @@ def _subgraph(
         raw = t.Name()
         name = raw.decode("utf-8", "replace") if raw else ""
         # "" means "absent input" in the IR, and names must be unique: suffix the index.
-        if not name or name in seen:
+        while not name or name in seen:
             name = f"{name}#{i}"
         seen.add(name)
         names.append(name)
-        buf = _index(t.Buffer(), len(has_data), f"buffer index of tensor '{name}'", path)
-        # Variable tensors (LSTM state) live in the persistent arena, not the planned one.
-        constant = has_data[buf] or bool(t.IsVariable())
+        buf = _index(t.Buffer(), len(stored), f"buffer index of tensor '{name}'", path)
         shape = _shape(t, name, path, dims, data)
-        ttype = int(t.Type())
-        tensors.append(_tensor(name, shape, ttype, constant, path))
+        # Variable tensors (LSTM state) live in the persistent arena, not the planned one.
+        tensors.append(_tensor(name, shape, int(t.Type()), stored[buf], bool(t.IsVariable()), path))
     # 2. Operators, reading tensors by index; -1 is an absent optional input or output.
     ops: list[Op] = []
     for i in range(_count(sg.OperatorsLength(), data, "operator", path)):
@@ -387,19 +394,20 @@ def _shape(t: Any, name: str, path: Path, dims: Mapping[str, int], data: bytes) 
     if len(sig) != len(shape):
         sig = []
     out = []
+    batch = dims.get("batch")
     for axis, s in enumerate(shape):
-        given = _dim_from(dims, axis)
         if s < 0:
+            given = _dim_from(dims, axis)
             if given is None:
                 raise ShapeError(
                     f"{path}: tensor '{name}' has an unknown dimension at axis {axis} (shape "
                     f"{shape}); give its value with dims (e.g. batch=1)"
                 )
             s = given
-        elif sig and sig[axis] < 0 and given is not None and given != s:
+        elif axis == 0 and sig and sig[0] < 0 and batch is not None and batch != s:
             raise ShapeError(
-                f"{path}: tensor '{name}' is fixed to {s} at axis {axis} in the file and TFLite "
-                f"Micro never resizes tensors, so dims cannot set it to {given}"
+                f"{path}: tensor '{name}' has batch {s} in the file and TFLite Micro never "
+                f"resizes tensors, so dims cannot set it to {batch}"
             )
         if s < 0:
             raise ShapeError(f"{path}: tensor '{name}': dims gives a negative dimension {s}")
@@ -416,9 +424,10 @@ def _dim_from(dims: Mapping[str, int], axis: int) -> int | None:
     return None
 
 
-def _tensor(name: str, shape: tuple[int, ...], ttype: int, constant: bool, path: Path) -> Tensor:
-    numel = math.prod(shape)
+def _tensor(name: str, shape: tuple[int, ...], ttype: int, stored: int, variable: bool, path: Path) -> Tensor:
+    """The IR tensor; ``stored`` is its buffer's byte count (0: no data, an activation)."""
     dtype = _DTYPES.get(ttype)
+    constant = stored > 0 or variable
     if dtype is None:
         tname = _TYPE_NAMES.get(ttype, str(ttype))
         if not constant:
@@ -426,11 +435,11 @@ def _tensor(name: str, shape: tuple[int, ...], ttype: int, constant: bool, path:
                 f"{path}: tensor '{name}' has type {tname}, which cannot be an activation "
                 "Serenity schedules (no fixed size)"
             )
-        return Tensor(name, shape, tname.lower(), 0, constant=True)
+        return Tensor(name, shape, tname.lower(), stored, constant=True)
     dname, bits = dtype
-    # TFLite Micro holds sub-byte activations unpacked, one byte each (TfLiteTypeSizeOf gives
-    # int4 one byte); constants stay packed in the flatbuffer.
-    nbytes = numel * max(bits, 8) // 8 if not constant else math.ceil(numel * bits / 8)
+    # Constants cost what their buffer stores (sub-byte types packed). TFLite Micro holds
+    # sub-byte activations unpacked, one byte each (TfLiteTypeSizeOf gives int4 one byte).
+    nbytes = stored if stored > 0 else math.prod(shape) * max(bits, 8) // 8
     return Tensor(name, shape, dname, nbytes, constant=constant)
 
 
