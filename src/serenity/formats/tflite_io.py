@@ -4,15 +4,13 @@ Subgraph 0 is the scheduled graph; TFLite Micro runs its operators in the order 
 them, so that list *is* the schedule. Other subgraphs (``WHILE``/``IF`` bodies) are carried along
 untouched.
 
-Export permutes the bytes of subgraph 0's operator vector and nothing else. A flatbuffer vector
-of tables is an array of 4-byte *forward* offsets, one per slot, each pointing at an operator
-table that lies after the whole vector. Re-pointing slot ``j`` at the table of op ``order[j]``
-therefore keeps every offset positive and leaves every other byte where it was: tensors, buffers
-(and their 16-byte alignment), metadata, signature defs, other subgraphs, fields newer than the
-bundled schema, and buffers stored after the flatbuffer (``offset``/``size``, models > 2 GB).
-Re-serialising through the schema's object API would instead drop unknown fields and repack
-buffer data at 1-byte alignment (its ``BufferStartDataVector`` ignores the schema's
-``force_align: 16``).
+Export permutes the bytes of subgraph 0's operator vector and nothing else (see
+:mod:`serenity.formats.tflite_bytes`): every other byte stays where it was, so tensors, buffers
+and their alignment (16 bytes after TFLM's align tool), metadata, signature defs, other
+subgraphs, fields newer than the bundled schema, and buffers stored after the flatbuffer
+(``offset``/``size``, models > 2 GB) all survive. Re-serialising through the schema's object API
+would instead drop unknown fields and repack buffer data at 4-byte alignment (its
+``BufferStartDataVector`` ignores the schema's ``force_align: 16``).
 
 Dynamic dimensions: TFLite Micro never resizes tensors; it allocates every tensor from its
 static ``shape``. The converter writes ``shape_signature`` with ``-1`` for a dynamic batch and a
@@ -29,7 +27,6 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +41,7 @@ from serenity.errors import (
     UnsupportedError,
 )
 from serenity.formats import Model
+from serenity.formats.tflite_bytes import TFLiteSource, permute_operators, structure_problem
 from serenity.fsutil import atomic_write_bytes
 from serenity.ir import Graph, Op, Tensor
 
@@ -64,28 +62,6 @@ _DTYPES: dict[int, tuple[str, int]] = {
 }  # fmt: skip
 #: Metadata naming a precomputed arena plan; it is only valid for the listed order.
 _OFFLINE_PLAN = b"OfflineMemoryAllocation"
-
-
-@dataclass(frozen=True, slots=True)
-class TFLiteSource:
-    """What :func:`save_tflite` needs to write a model back: the file's bytes and one position.
-
-    Attributes:
-        data: The whole file, unchanged.
-        operators_vector: Byte position of the first slot of subgraph 0's operator vector.
-        n_ops: Number of operators in subgraph 0.
-        offline_plan: The file carries ``OfflineMemoryAllocation`` metadata (arena offsets
-            computed for the listed order).
-    """
-
-    data: bytes
-    operators_vector: int
-    n_ops: int
-    offline_plan: bool
-
-    def model_t(self) -> Any:
-        """The schema's object-API ``ModelT`` of the file (built on demand; copies buffers)."""
-        return fb.ModelT.InitFromObj(fb.Model.GetRootAs(self.data, 0))
 
 
 def load_tflite(path: Path, *, dims: Mapping[str, int] | None = None) -> Model:
@@ -159,68 +135,6 @@ def save_tflite(model: Model, order: Sequence[int], path: Path) -> None:
             "order; reordering would make planned tensors overlap (remove the metadata first)"
         )
     atomic_write_bytes(path, permute_operators(src, order))
-
-
-def permute_operators(src: TFLiteSource, order: Sequence[int]) -> bytes:
-    """The file's bytes with subgraph 0's operator slots re-pointed into ``order``.
-
-    Slot ``j`` at byte ``s_j`` holds ``table - s_j``; we keep each op's table where it is and
-    store ``table[order[j]] - s_j``. Every table lies after the vector, so offsets stay positive.
-    """
-    out = bytearray(src.data)
-    vec = src.operators_vector
-    tables = _tables(src)
-    for j, i in enumerate(order):
-        slot = vec + 4 * j
-        assert tables[i] > slot + 3, "flatbuffer offsets always point forward"
-        struct.pack_into("<I", out, slot, tables[i] - slot)
-    return bytes(out)
-
-
-def structure_problem(a: Model, b: Model) -> str | None:
-    """How ``b``'s file differs from ``a``'s beyond subgraph 0's operator order, or ``None``.
-
-    Files written by :func:`save_tflite` differ from their source only in the slots of the
-    operator vector, and those slots point at the same operator tables; anything else is a
-    difference (reported at its first byte).
-
-    Args:
-        a: The original model.
-        b: The reordered model.
-
-    Returns:
-        One line describing the first difference, or ``None`` when there is none.
-    """
-    sa, sb = a.source, b.source
-    if not isinstance(sa, TFLiteSource) or not isinstance(sb, TFLiteSource):
-        return "a model was not loaded from a .tflite file"
-    if len(sa.data) != len(sb.data):
-        return f"the files differ in size ({len(sa.data)} vs {len(sb.data)} bytes)"
-    if (sa.operators_vector, sa.n_ops) != (sb.operators_vector, sb.n_ops):
-        return "subgraph 0's operator vector is at a different place or has a different length"
-    lo, hi = sa.operators_vector, sa.operators_vector + 4 * sa.n_ops
-    for start, end in ((0, lo), (hi, len(sa.data))):
-        at = _first_difference(sa.data, sb.data, start, end)
-        if at is not None:
-            return f"the files differ at byte {at}, outside subgraph 0's operator order"
-    if sorted(_tables(sa)) != sorted(_tables(sb)):
-        return "subgraph 0's operator slots point at different operator tables"
-    return None
-
-
-def _first_difference(a: bytes, b: bytes, start: int, end: int, chunk: int = 1 << 20) -> int | None:
-    """The first position in ``[start, end)`` where ``a`` and ``b`` differ (compared by chunks)."""
-    for lo in range(start, end, chunk):
-        hi = min(end, lo + chunk)
-        if a[lo:hi] != b[lo:hi]:
-            return next(k for k in range(lo, hi) if a[k] != b[k])
-    return None
-
-
-def _tables(src: TFLiteSource) -> list[int]:
-    """Absolute byte positions of subgraph 0's operator tables, in slot order."""
-    vec = src.operators_vector
-    return [vec + 4 * k + struct.unpack_from("<I", src.data, vec + 4 * k)[0] for k in range(src.n_ops)]
 
 
 # -- parsing --------------------------------------------------------------------------------------
