@@ -227,7 +227,7 @@ def _arena_bound(model: Model) -> int:
     alignment) plus room for the persistent structures (64 KiB + 1 KiB per tensor and op)."""
     g = model.graph
     acts = sum(-(-t.nbytes // 16) * 16 for t in g.activations)
-    return acts + 65536 + 1024 * (len(g.tensors) + len(g.ops))
+    return min(_MAX_ARENA, acts + 65536 + 1024 * (len(g.tensors) + len(g.ops)))
 
 
 # -- internals ----------------------------------------------------------------------------------
