@@ -50,3 +50,7 @@ class InfeasibleError(SerenityError):
 
 class VerificationError(SerenityError):
     """Two models that should be the same model differ in structure."""
+
+
+class RuntimeFailure(SerenityError):
+    """A real runtime (onnxruntime, TensorFlow Lite Micro) refused or failed to run a model."""

@@ -12,11 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from serenity.errors import SerenityError
-
-
-class RuntimeFailure(SerenityError):
-    """The runtime refused or failed to run the model."""
+from serenity.errors import RuntimeFailure
 
 
 def session(model: Path | bytes) -> ort.InferenceSession:

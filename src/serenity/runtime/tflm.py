@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
 
-from serenity.errors import ModelFormatError, SerenityError, UnsupportedError
+from serenity.errors import ModelFormatError, RuntimeFailure, UnsupportedError
 from serenity.formats import Model
 from serenity.formats.tflite_io import parse_tflite
 
@@ -55,7 +55,7 @@ _MAX_ARENA = 2**31 - 1
 _ALLOC = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
 
 
-class TFLMError(SerenityError):
+class TFLMError(RuntimeFailure):
     """TFLite Micro refused or failed to run the model, or was called with wrong inputs."""
 
 
