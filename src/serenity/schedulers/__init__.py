@@ -19,6 +19,7 @@ from serenity.schedulers.baselines import (
     schedule_listed,
     schedule_xla_list,
 )
+from serenity.schedulers.dp import schedule_dp
 from serenity.schedulers.result import ScheduleResult, Scheduler, make_result, op_lower_bound
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,10 @@ BASELINES: dict[str, Scheduler] = {
     "greedy": schedule_greedy,
 }
 
-SCHEDULERS: dict[str, Scheduler] = dict(BASELINES)
+SCHEDULERS: dict[str, Scheduler] = {**BASELINES, "optimal": schedule_dp}
 
 #: The method ``serenity schedule`` uses when none is named.
-DEFAULT_METHOD = "best"
+DEFAULT_METHOD = "optimal"
 
 
 def schedule_best(graph: Graph, *, time_limit: float | None = None) -> ScheduleResult:

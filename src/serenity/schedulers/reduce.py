@@ -1,0 +1,189 @@
+"""Optimality-preserving reductions: fuse chain links into segments before the search.
+
+The exact search (:mod:`serenity.schedulers.search`) works on *items*: runs of ops that some
+optimal order executes back to back. This module builds them by fusing chains, the way Liu's
+hill–valley reduction collapses a chain of a tree (J. W. H. Liu, "An application of generalized
+tree pebbling to sparse matrix factorization", SIAM J. Algebraic Discrete Methods 8(3), 1987)
+and the way Zhong et al. prove their fusions safe ("Memory-aware scheduling for complex wired
+networks with iterative graph optimization", ICCAD 2023).
+
+**Chain link.** An edge ``u -> w`` where ``u``'s only successor is ``w``, ``w``'s only predecessor
+is ``u``, every activation ``w`` reads is an output of ``u``, and no output of ``u`` is a graph
+output. The tensors between the two are then private to the chain: nobody else reads them.
+
+**Item memory model.** An item ``c_j .. c_k`` run from a state with ``L`` live bytes costs
+``max(L + e1, L - fr + e2)`` where ``e1`` is the output bytes of ``c_j``, ``fr`` the input bytes
+``c_j`` frees, and ``e2 = max_{l>j} h_l`` with the *hill* ``h_l = a_{l-1} + out(c_l)`` and the
+*residue* ``a_l`` = bytes of ``c_l``'s outputs that stay live (read later or graph outputs).
+Afterwards ``L - fr + a_k`` bytes are live.
+
+**Rule R1 (pull the next segment up).** Two adjacent segments ``s, t`` of one chain with
+``a_t <= a_s`` and ``H_t <= H_s`` (``H`` = the segment's highest hill measured from the base
+without the chain) may be fused. Proof: take any order running ops ``u_1..u_m`` between ``s`` and
+``t``; move ``t`` up to right after ``s``. No ``u_i`` reads the chain's private tensors, so each
+``u_i`` now runs with ``a_t - a_s <= 0`` more bytes live and its step costs no more. ``t`` now runs
+on the base right after ``s``, which is at most the base ``s`` ran on (``s`` can only free
+inputs), so each step of ``t`` costs at most ``base + H_t <= base + H_s``, a step ``s`` already
+paid. Every step after ``t`` is unchanged. So the peak does not rise.
+
+**Rule R2 (push the segment down).** If ``s`` is not the chain's first segment, ``a_s >= a_p``
+(``p`` the segment before ``s``) and ``H_s <= H_t``, fuse ``s`` with ``t``. Proof: move ``s`` down
+to right before ``t``. The ``u_i`` in between now see ``a_p - a_s <= 0`` more bytes; ``s``'s input
+is ``p``'s private output, so delaying it keeps nothing else alive; and ``s`` now runs on the
+base ``t`` ran on, costing at most ``base + H_s <= base + H_t``. (The first segment is excluded:
+delaying it could keep a shared input alive longer.)
+
+Both rules hold for any state of the rest of the graph, so fusing to a fixpoint keeps at least
+one optimal order, and the search over items is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from serenity.ir import Dense
+
+
+@dataclass(frozen=True, slots=True)
+class Items:
+    """The graph as items (fused runs of ops) for the exact search.
+
+    Attributes:
+        ops: For each item, its ops in execution order (original indices).
+        e1: Bytes the item's first op allocates on top of the live bytes.
+        e2: Highest later step of the item, measured after its inputs were freed (0 if none).
+        kept: Bytes the item leaves live (its last op's read or pinned outputs).
+        preds: Predecessor items of each item, ascending.
+        succs: Successor items of each item, ascending.
+        ins: For each item, ``(bytes, consumer-item mask)`` of each freeable input tensor.
+        initial: Live bytes before the first op (graph inputs).
+    """
+
+    ops: tuple[tuple[int, ...], ...]
+    e1: tuple[int, ...]
+    e2: tuple[int, ...]
+    kept: tuple[int, ...]
+    preds: tuple[tuple[int, ...], ...]
+    succs: tuple[tuple[int, ...], ...]
+    ins: tuple[tuple[tuple[int, int], ...], ...]
+    initial: int
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+
+@dataclass(slots=True)
+class _Segment:
+    ops: list[int]
+    e1: int
+    e2: int
+    kept: int
+    first: bool  # the chain's first segment (R2 may not delay it)
+
+    def hill(self, a_prev: int) -> int:
+        return max(a_prev + self.e1, self.e2)
+
+
+def _out_bytes(d: Dense, v: int) -> tuple[int, int]:
+    """(all output bytes, output bytes that stay live after ``v``) of op ``v``."""
+    out = kept = 0
+    for t in d.op_out[v]:
+        out += d.sizes[t]
+        if d.consumers[t] or d.pinned[t]:
+            kept += d.sizes[t]
+    return out, kept
+
+
+def chain_links(d: Dense) -> list[int]:
+    """``nxt[u] = w`` when ``u -> w`` is a chain link (see the module docstring), else -1."""
+    nxt = [-1] * d.n_ops
+    for u in range(d.n_ops):
+        if len(d.succs[u]) != 1:
+            continue
+        w = d.succs[u][0]
+        if d.preds[w] != (u,):
+            continue
+        outs = set(d.op_out[u])
+        if any(d.pinned[t] for t in outs) or not set(d.op_in[w]) <= outs:
+            continue
+        nxt[u] = w
+    return nxt
+
+
+def _fuse(s: _Segment, t: _Segment) -> _Segment:
+    return _Segment(s.ops + t.ops, s.e1, max(s.e2, s.kept + t.e1, t.e2), t.kept, s.first)
+
+
+def _segments(d: Dense, chain: list[int], fuse: bool) -> list[_Segment]:
+    """Split one maximal chain into segments, fusing by R1 and R2 to a fixpoint (a stack pass)."""
+    stack: list[_Segment] = []
+    for i, v in enumerate(chain):
+        out, kept = _out_bytes(d, v)
+        stack.append(_Segment([v], out, 0, kept, i == 0))
+        while fuse and len(stack) >= 2:
+            s, t = stack[-2], stack[-1]
+            a_p = stack[-3].kept if len(stack) >= 3 else 0
+            h_s, h_t = s.hill(a_p), t.hill(s.kept)
+            r1 = t.kept <= s.kept and h_t <= h_s
+            r2 = not s.first and s.kept >= a_p and h_s <= h_t
+            if not (r1 or r2):
+                break
+            stack[-2:] = [_fuse(s, t)]
+    return stack
+
+
+def build_items(d: Dense, *, fuse: bool = True) -> Items:
+    """Group the ops of ``d`` into items; with ``fuse=False`` every op is its own item.
+
+    Items are numbered by their first op's original index, so ties keep breaking on op index.
+    """
+    nxt = chain_links(d) if fuse else [-1] * d.n_ops
+    has_prev = [False] * d.n_ops
+    for w in nxt:
+        if w >= 0:
+            has_prev[w] = True
+    # 1. Collect maximal chains from their heads and cut them into segments.
+    segs: list[_Segment] = []
+    for v in range(d.n_ops):
+        if has_prev[v]:
+            continue
+        chain = [v]
+        while nxt[chain[-1]] >= 0:
+            chain.append(nxt[chain[-1]])
+        segs.extend(_segments(d, chain, fuse))
+    segs.sort(key=lambda s: s.ops[0])
+    item_of = [0] * d.n_ops
+    for i, s in enumerate(segs):
+        for v in s.ops:
+            item_of[v] = i
+    # 2. Item-level dependencies and the freeable tensors each item reads.
+    preds: list[set[int]] = [set() for _ in segs]
+    for v in range(d.n_ops):
+        for p in d.preds[v]:
+            if item_of[p] != item_of[v]:
+                preds[item_of[v]].add(item_of[p])
+    succs: list[list[int]] = [[] for _ in segs]
+    for i, ps in enumerate(preds):
+        for p in ps:
+            succs[p].append(i)
+    ins = []
+    for s in segs:
+        row = []
+        for t in d.op_in[s.ops[0]]:
+            if d.pinned[t]:
+                continue
+            mask = 0
+            for c in d.consumers[t]:
+                mask |= 1 << item_of[c]
+            row.append((d.sizes[t], mask))
+        ins.append(tuple(row))
+    return Items(
+        ops=tuple(tuple(s.ops) for s in segs),
+        e1=tuple(s.e1 for s in segs),
+        e2=tuple(s.e2 for s in segs),
+        kept=tuple(s.kept for s in segs),
+        preds=tuple(tuple(sorted(p)) for p in preds),
+        succs=tuple(tuple(sorted(s)) for s in succs),
+        ins=tuple(ins),
+        initial=sum(d.sizes[t] for t in d.initial),
+    )

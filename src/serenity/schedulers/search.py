@@ -1,0 +1,196 @@
+"""Best-first search for the order of items with the smallest peak (the exact core).
+
+This is the dynamic program of Ahn et al., "Ordering Chaos: Memory-Aware Scheduling of
+Irregularly Wired Neural Networks for Edge Devices" (MLSys 2020), run best-first. A state is the
+set ``S`` of items already run (a bitmask); its live bytes ``L(S)`` and its ready set (the paper's
+zero-indegree "signature") depend on ``S`` alone, so for each state only the smallest peak ``g(S)``
+that reaches it matters:
+
+    g(S ∪ {v}) = min over ready v of max(g(S), cost(S, v)),
+    cost(S, v) = max(L(S) + e1(v), L(S) - fr(S, v) + e2(v))          (see :mod:`.reduce`).
+
+States leave a heap in order of ``g`` (deeper states first among equals, then the smaller set),
+like Dijkstra's algorithm with the bottleneck ``max`` in place of ``+``. ``g`` never falls along a
+path, so the first complete state to leave the heap has the optimal peak, a state's ``g`` is final
+when it leaves the heap, and at any moment the smallest ``g`` in the heap is a lower bound on the
+optimum. Peaks are clamped from below at a known lower bound ``lb`` (no order beats it, so nothing
+below it needs telling apart): below ``lb`` the search is a depth-first dive. States at or above
+the incumbent peak ``ub`` are never stored: this is the paper's hard budget.
+
+**Run-now rule** (an optimality-preserving reduction applied inside the search). If a ready item
+``v`` has ``kept(v) <= fr(S, v)`` and ``cost(S, v) <= g(S)`` (``g`` clamped, so ``<= max(g, lb)``),
+only ``S ∪ {v}`` is generated. Proof: take an order from ``S`` with peak ``P``; move ``v`` to the
+front. Every item that moves behind ``v`` runs with ``kept(v) - fr(S, v) <= 0`` more bytes live
+(none of them reads ``v``'s outputs, and an input ``v`` no longer frees last is freed no later by
+its other reader), so its step costs no more; ``v``'s own step costs at most ``max(g(S), lb)``,
+and ``lb <= OPT``. So if some optimal order passes through ``S`` with ``g(S) <= OPT``, one passes
+through ``S ∪ {v}`` too, and the first complete state to leave the heap is still optimal.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass, field
+
+from serenity.schedulers.reduce import Items
+
+
+@dataclass(slots=True)
+class SearchOutcome:
+    """What :func:`best_first` established.
+
+    Attributes:
+        order: Items in the best order found, or ``None`` if none beats ``ub``.
+        peak: Peak of ``order`` (``ub`` when ``order`` is ``None``).
+        lower_bound: No order of the items peaks below this.
+        proven: The search finished: ``peak`` is the optimum (or ``ub`` is, if no order was found).
+        states: States expanded.
+        stored: States stored.
+        stopped: Why the search stopped early (``""`` if it finished).
+    """
+
+    order: list[int] | None
+    peak: int
+    lower_bound: int
+    proven: bool
+    states: int = 0
+    stored: int = 0
+    stopped: str = ""
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def item_cost(items: Items, order: list[int]) -> int:
+    """Peak of an item order under the item memory model (the reference for tests)."""
+    done, live, peak = 0, items.initial, items.initial if not order else 0
+    for v in order:
+        done |= 1 << v
+        fr = sum(size for size, cm in items.ins[v] if cm & ~done == 0)
+        peak = max(peak, live + items.e1[v], live - fr + items.e2[v])
+        live += items.kept[v] - fr
+    return peak
+
+
+def best_first(
+    items: Items,
+    *,
+    ub: int,
+    lb: int = 0,
+    time_limit: float | None = None,
+    max_states: int = 2_000_000,
+    run_now: bool = True,
+) -> SearchOutcome:
+    """Find an item order with peak below ``ub`` and prove it optimal, best-first on the peak.
+
+    Peaks are clamped from below at ``lb``: every order peaks at ``>= OPT >= lb``, so only
+    ``max(g, lb)`` matters, and the clamp turns the search below ``lb`` into a depth-first dive.
+
+    Args:
+        items: The reduced graph.
+        ub: Peak of an order already known; only strictly better orders are searched for.
+        lb: A lower bound on the optimum. A larger ``lb`` is allowed (window searches pass the
+            whole graph's bound); the answer is then exact only up to ``max(OPT, lb)``.
+        time_limit: Seconds before the search gives up (then ``proven`` is false).
+        max_states: Cap on stored states; reaching it stops the search (``stopped`` says so).
+        run_now: Apply the run-now rule (off only to test that it changes nothing).
+
+    Returns:
+        A :class:`SearchOutcome`.
+    """
+    t0 = time.perf_counter()
+    n = len(items)
+    full = (1 << n) - 1
+    e1, e2, kept, ins, succs = items.e1, items.e2, items.kept, items.ins, items.succs
+    pmask = [0] * n
+    for v, ps in enumerate(items.preds):
+        for p in ps:
+            pmask[v] |= 1 << p
+    # An item can be forced only if it can ever free at least what it keeps.
+    forceable = [run_now and kept[v] <= sum(size for size, _ in ins[v]) for v in range(n)]
+    ready0 = 0
+    for v in range(n):
+        if not pmask[v]:
+            ready0 |= 1 << v
+    g0 = max(items.initial, lb)
+    if n == 0:
+        return SearchOutcome([], items.initial, items.initial, True)
+    # seen[state] = (g << 20) | v: the best clamped peak reaching state and the last item run.
+    seen: dict[int, int] = {0: g0 << 20}
+    heap: list[tuple[int, int, int, int, int]] = [(g0, 0, 0, items.initial, ready0)]
+    expanded = 0
+    stopped = ""
+    while heap:
+        g, negdepth, state, L, R = heapq.heappop(heap)
+        if seen[state] >> 20 != g:
+            continue  # a better way to state was found after this entry was pushed
+        if state == full:
+            return _done(SearchOutcome(_unwind(seen, state), g, g, True), expanded, len(seen), t0)
+        expanded += 1
+        if expanded & 1023 == 0:
+            if time_limit is not None and time.perf_counter() - t0 > time_limit:
+                stopped = f"time limit of {time_limit:g} s reached"
+            elif len(seen) > max_states:
+                stopped = (
+                    f"state cap of {max_states} stored states reached; raise max_states "
+                    "or give a time limit to accept the best order found"
+                )
+            if stopped:
+                heapq.heappush(heap, (g, negdepth, state, L, R))
+                break
+        depth = 1 - negdepth
+        # 1. Cost of each ready item; the first forced one (run-now rule) is the only successor.
+        succ: list[tuple[int, int, int, int]] = []
+        r = R
+        while r:
+            low = r & -r
+            v = low.bit_length() - 1
+            r ^= low
+            nxt = state | low
+            fr = 0
+            for size, cm in ins[v]:
+                if cm & nxt == cm:
+                    fr += size
+            c = L + e1[v]
+            c2 = L - fr + e2[v]
+            if c2 > c:
+                c = c2
+            if c < g:
+                c = g
+            if forceable[v] and c == g and kept[v] <= fr:
+                succ = [(v, nxt, c, fr)]
+                break
+            if c < ub:
+                succ.append((v, nxt, c, fr))
+        # 2. Store and queue the successors that improve on what is known.
+        for v, nxt, g2, fr in succ:
+            old = seen.get(nxt)
+            if old is not None and old >> 20 <= g2:
+                continue
+            seen[nxt] = (g2 << 20) | v
+            R2 = R ^ (1 << v)
+            for w in succs[v]:
+                if pmask[w] & nxt == pmask[w]:
+                    R2 |= 1 << w
+            heapq.heappush(heap, (g2, -depth, nxt, L - fr + kept[v], R2))
+    if stopped:
+        bound = max(lb, min(heap[0][0], ub))
+        return _done(SearchOutcome(None, ub, bound, False, stopped=stopped), expanded, len(seen), t0)
+    # The heap ran dry: no order peaks below ``ub``.
+    return _done(SearchOutcome(None, ub, ub, True), expanded, len(seen), t0)
+
+
+def _unwind(seen: dict[int, int], state: int) -> list[int]:
+    order = []
+    while state:
+        v = seen[state] & 0xFFFFF
+        order.append(v)
+        state &= ~(1 << v)
+    order.reverse()
+    return order
+
+
+def _done(out: SearchOutcome, expanded: int, stored: int, t0: float) -> SearchOutcome:
+    out.states = expanded
+    out.stored = stored
+    out.stats = {"expanded": expanded, "stored": stored, "ms": round(1000 * (time.perf_counter() - t0))}
+    return out
