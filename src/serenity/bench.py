@@ -26,7 +26,14 @@ from serenity.schedulers import BASELINES, SCHEDULERS
 from serenity.schedulers.result import op_lower_bound
 
 #: Networks of ``serenity bench --quick`` (and ``make demo``): small cells, well under a minute.
-QUICK = ("darts_normal_cell", "darts_reduction_cell", "swiftnet_cell_a", "swiftnet_cell_b", "resnet18")
+QUICK = (
+    "darts_normal_cell",
+    "swiftnet_cell_a",
+    "swiftnet_cell_c",
+    "nasnet_a_cifar",
+    "nasfpn_body",
+    "resnet18",
+)
 OPTIMAL = "optimal"
 REWRITE = "optimal+rewrite"
 

@@ -45,12 +45,12 @@ def run(args: argparse.Namespace) -> int:
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
 
     from serenity import zoo
     from serenity.bench import QUICK, methods_available, run_bench
     from serenity.bench_report import table_rows, write_csv, write_plot
     from serenity.cli import emit_json
-    from serenity.report import table
 
     names = list(args.only or (QUICK if args.quick else zoo.names()))
     for n in names:
@@ -82,7 +82,13 @@ def run(args: argparse.Namespace) -> int:
         emit_json(report.as_dict())
         return 0
     cols, rows = table_rows(report)
-    table(f"Peak activation memory in KiB at {element_bytes} B/element (* = proven optimal)", cols, rows)
+    t = Table(title=f"Peak activation memory in KiB at {element_bytes} B/element (* = proven optimal)",
+              title_justify="left")  # fmt: skip
+    for i, c in enumerate(cols):
+        t.add_column(c, justify="left" if i == 0 else "right", no_wrap=True)
+    for r in rows:
+        t.add_row(*r)
+    Console(file=sys.stdout, width=max(160, Console().width)).print(t)
     ratios = ", ".join(f"{m} {v:.2f}×" for m, v in report.vs_listed.items())
     print(f"geomean peak(listed) / peak(method): {ratios}")
     vs = ", ".join(f"{b} {v:.2f}×" for b, v in report.vs_baselines.items())
