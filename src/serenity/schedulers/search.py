@@ -105,8 +105,12 @@ def best_first(
     for v, ps in enumerate(items.preds):
         for p in ps:
             pmask[v] |= 1 << p
+    unlock = [tuple((1 << w, pmask[w]) for w in succs[v]) for v in range(n)]
     # An item can be forced only if it can ever free at least what it keeps.
-    forceable = [run_now and kept[v] <= sum(size for size, _ in ins[v]) for v in range(n)]
+    forceable = 0
+    for v in range(n):
+        if run_now and kept[v] <= sum(size for size, _ in ins[v]):
+            forceable |= 1 << v
     ready0 = 0
     for v in range(n):
         if not pmask[v]:
@@ -116,11 +120,25 @@ def best_first(
         return SearchOutcome([], items.initial, items.initial, True)
     # seen[state] = (g << 20) | v: the best clamped peak reaching state and the last item run.
     seen: dict[int, int] = {0: g0 << 20}
-    heap: list[tuple[int, int, int, int, int]] = [(g0, 0, 0, items.initial, ready0)]
+    # Open states by peak: a heap of the distinct peaks, and a stack per peak (last in, first
+    # out, so among equal peaks the newest, deepest states go first: a depth-first dive).
+    levels = [g0]
+    buckets: dict[int, list[tuple[int, int, int]]] = {g0: [(0, items.initial, ready0)]}
     expanded = 0
     stopped = ""
-    while heap:
-        g, negdepth, state, L, R = heapq.heappop(heap)
+    g = g0
+    bucket = buckets[g0]
+    while True:
+        if not bucket:
+            del buckets[g]
+            heapq.heappop(levels)
+            if not levels:
+                break
+            g = levels[0]
+            bucket = buckets[g]
+            continue
+        state, L, ready = bucket.pop()
+        R = ready
         if seen[state] >> 20 != g:
             continue  # a better way to state was found after this entry was pushed
         if state == full:
@@ -135,11 +153,24 @@ def best_first(
                     "or give a time limit to accept the best order found"
                 )
             if stopped:
-                heapq.heappush(heap, (g, negdepth, state, L, R))
+                bucket.append((state, L, ready))
                 break
-        depth = 1 - negdepth
-        # 1. Cost of each ready item; the first forced one (run-now rule) is the only successor.
-        succ: list[tuple[int, int, int, int]] = []
+        # 1. Run-now rule: a forceable ready item that frees what it keeps and costs no more
+        #    than the peak so far is the only successor.
+        r = R & forceable
+        while r:
+            low = r & -r
+            v = low.bit_length() - 1
+            r ^= low
+            nxt = state | low
+            fr = 0
+            for size, cm in ins[v]:
+                if cm & nxt == cm:
+                    fr += size
+            if kept[v] <= fr and L + e1[v] <= g and L - fr + e2[v] <= g:
+                R = low
+                break
+        # 2. Expand every ready item (or just the forced one).
         r = R
         while r:
             low = r & -r
@@ -150,30 +181,33 @@ def best_first(
             for size, cm in ins[v]:
                 if cm & nxt == cm:
                     fr += size
-            c = L + e1[v]
+            g2 = L + e1[v]
             c2 = L - fr + e2[v]
-            if c2 > c:
-                c = c2
-            if c < g:
-                c = g
-            if forceable[v] and c == g and kept[v] <= fr:
-                succ = [(v, nxt, c, fr)]
-                break
-            if c < ub:
-                succ.append((v, nxt, c, fr))
-        # 2. Store and queue the successors that improve on what is known.
-        for v, nxt, g2, fr in succ:
+            if c2 > g2:
+                g2 = c2
+            if g2 < g:
+                g2 = g
+            elif g2 >= ub:
+                continue
             old = seen.get(nxt)
             if old is not None and old >> 20 <= g2:
                 continue
             seen[nxt] = (g2 << 20) | v
-            R2 = R ^ (1 << v)
+            R2 = ready ^ low
             for w in succs[v]:
                 if pmask[w] & nxt == pmask[w]:
                     R2 |= 1 << w
-            heapq.heappush(heap, (g2, -depth, nxt, L - fr + kept[v], R2))
+            if g2 == g:
+                bucket.append((nxt, L - fr + kept[v], R2))
+            else:
+                b2 = buckets.get(g2)
+                if b2 is None:
+                    buckets[g2] = [(nxt, L - fr + kept[v], R2)]
+                    heapq.heappush(levels, g2)
+                else:
+                    b2.append((nxt, L - fr + kept[v], R2))
     if stopped:
-        bound = max(lb, min(heap[0][0], ub))
+        bound = max(lb, min(g, ub))
         return _done(SearchOutcome(None, ub, bound, False, stopped=stopped), expanded, len(seen), t0)
     # The heap ran dry: no order peaks below ``ub``.
     return _done(SearchOutcome(None, ub, ub, True), expanded, len(seen), t0)

@@ -1,0 +1,158 @@
+"""The exact scheduler: equal to brute force, never worse than a baseline, honest about proofs."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from serenity.ir import Graph, Op, Tensor
+from serenity.memory import simulate
+from serenity.schedulers import BASELINES, DEFAULT_METHOD, SCHEDULERS, schedule
+from serenity.schedulers.bounds import reachability, static_lower_bound
+from serenity.schedulers.decompose import neighbourhood, window_dense
+from serenity.schedulers.dp import schedule_dp, window_bound
+from serenity.schedulers.reduce import build_items
+from serenity.schedulers.search import best_first, item_cost
+from tests.dags import dags, random_dag
+
+SETTINGS = settings(
+    max_examples=150, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+def brute_force(g: Graph) -> int:
+    """The smallest peak over all topological orders, enumerated one by one."""
+    d = g.dense
+    best = [simulate(g, g.listed_order).peak]
+    indeg = [len(p) for p in d.preds]
+    order: list[int] = []
+
+    def walk() -> None:
+        if len(order) == d.n_ops:
+            best[0] = min(best[0], simulate(g, order, check=False).peak)
+            return
+        for v in range(d.n_ops):
+            if indeg[v] == 0 and v not in order:
+                order.append(v)
+                for w in d.succs[v]:
+                    indeg[w] -= 1
+                walk()
+                for w in d.succs[v]:
+                    indeg[w] += 1
+                order.pop()
+
+    walk()
+    return best[0]
+
+
+def _t(name: str, size: int) -> Tensor:
+    return Tensor(name, (size,), "int8", size)
+
+
+def test_registered_as_default() -> None:
+    assert SCHEDULERS["optimal"] is schedule_dp
+    assert DEFAULT_METHOD == "optimal"
+
+
+@SETTINGS
+@given(dags(min_ops=1, max_ops=9))
+def test_equals_brute_force(g: Graph) -> None:
+    r = schedule_dp(g)
+    assert g.is_topological(r.order)
+    assert r.peak == brute_force(g)
+    assert r.proven_optimal
+    assert r.lower_bound == r.peak
+
+
+@SETTINGS
+@given(dags(min_ops=1, max_ops=9))
+def test_bounds_never_above_optimum(g: Graph) -> None:
+    opt = brute_force(g)
+    assert static_lower_bound(g.dense) <= opt
+    # Every window of consecutive ops, grown by its neighbourhood, bounds the optimum from below.
+    d = g.dense
+    anc, desc = reachability(d)
+    for start in range(0, d.n_ops, 2):
+        core = set(range(start, min(d.n_ops, start + 3)))
+        sub = window_dense(d, neighbourhood(d, core), anc, desc)
+        out = best_first(build_items(sub), ub=10**12, lb=static_lower_bound(sub))
+        assert out.proven and out.peak <= opt
+
+
+@SETTINGS
+@given(dags(min_ops=1, max_ops=14))
+def test_variants_agree(g: Graph) -> None:
+    """Fused or not, run-now or not, windowed or not: the same optimum."""
+    d = g.dense
+    ref = best_first(build_items(d, fuse=False), ub=10**12, run_now=False)
+    fused = build_items(d)
+    out = best_first(fused, ub=10**12, lb=static_lower_bound(d))
+    assert out.peak == ref.peak
+    order = [v for i in out.order or [] for v in fused.ops[i]]
+    assert simulate(g, order).peak == out.peak == item_cost(fused, out.order or [])
+    assert schedule_dp(g, fuse=False).peak == ref.peak
+    lb, _ = window_bound(d, 0, 10**12, None, [set(range(s, min(d.n_ops, s + 4))) for s in range(0, d.n_ops, 4)])
+    assert lb <= ref.peak
+
+
+@SETTINGS
+@given(st.integers(0, 2**32 - 1), st.integers(10, 30))
+def test_never_worse_than_a_baseline(seed: int, n_ops: int) -> None:
+    g = random_dag(seed, n_ops, max_width=5)
+    r = schedule_dp(g, time_limit=5.0)
+    for name, fn in BASELINES.items():
+        assert r.peak <= fn(g).peak, name
+    assert r.lower_bound <= r.peak
+
+
+def test_time_limit_never_claims_a_proof() -> None:
+    g = random_dag(13, 40, max_width=6)  # needs ~20k states to prove
+    full = schedule_dp(g)
+    assert full.proven_optimal and full.stats["states"] > 5000
+    cut = schedule_dp(g, time_limit=0.0)
+    assert cut.lower_bound <= full.peak <= cut.peak
+    assert cut.proven_optimal == (cut.peak == cut.lower_bound)
+    assert "time limit" in cut.stats["stopped"]
+
+
+def test_state_cap_stops_with_a_message() -> None:
+    g = random_dag(13, 40, max_width=6)
+    r = schedule_dp(g, max_states=100)
+    assert "state cap of 100" in r.stats["stopped"]
+    assert r.lower_bound <= schedule_dp(g).peak <= r.peak
+
+
+def test_chain_fusion_hand_built() -> None:
+    """x -> a -> b -> c with a private chain; a side branch y reads x. Sizes make R1 fire."""
+    g = Graph(
+        "chain",
+        [
+            Op("a", "Conv", ("x",), ("ta",)),
+            Op("b", "Relu", ("ta",), ("tb",)),
+            Op("c", "Pool", ("tb",), ("tc",)),
+            Op("y", "Conv", ("x",), ("ty",)),
+            Op("z", "Add", ("tc", "ty"), ("out",)),
+        ],
+        [_t("x", 8), _t("ta", 16), _t("tb", 16), _t("tc", 4), _t("ty", 8), _t("out", 4)],
+        ["x"],
+        ["out"],
+    )
+    items = build_items(g.dense)
+    assert (0,) in items.ops and (1, 2) in items.ops  # b, c fused; a kept apart (R2 may not delay a)
+    r = schedule_dp(g)
+    assert r.peak == brute_force(g) and r.proven_optimal
+
+
+def test_empty_and_single_op() -> None:
+    g = Graph("one", [Op("a", "Relu", ("x",), ("y",))], [_t("x", 3), _t("y", 5)], ["x"], ["y"])
+    r = schedule(g, "optimal")
+    assert r.order == (0,) and r.peak == 8 and r.proven_optimal
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_deterministic(seed: int) -> None:
+    g = random_dag(seed, 25, max_width=random.Random(seed).randint(2, 6))
+    assert schedule_dp(g).order == schedule_dp(g).order
