@@ -85,6 +85,14 @@ def test_bench_on_two_small_networks(with_optimal: None) -> None:
     json.dumps(report.as_dict())
 
 
+@pytest.mark.parametrize("name", SMALL)
+def test_registered_optimal_matches_an_independent_dp(name: str) -> None:
+    if "optimal" not in SCHEDULERS:
+        pytest.skip("no exact scheduler registered")
+    graph, _ = bench.load_zoo_graph(name)
+    assert SCHEDULERS["optimal"](graph, time_limit=30).peak == _exact_by_downsets(graph).peak
+
+
 def test_int8_accounting_divides_every_peak_by_four() -> None:
     f32 = bench.run_bench(["swiftnet_cell_a"], methods=["listed", "greedy"]).rows[0]
     i8 = bench.run_bench(["swiftnet_cell_a"], methods=["listed", "greedy"], element_bytes=1).rows[0]

@@ -66,9 +66,12 @@ def run(args: argparse.Namespace) -> int:
     ) as bar:  # fmt: skip
         task = bar.add_task("bench", total=steps)
 
+        started = [0]
+
         def progress(network: str, method: str) -> None:
-            bar.update(task, advance=0 if method == "import" and not bar.tasks[task].completed else 1,
-                       description=f"{network}: {method}")  # fmt: skip
+            # Called before each step: the steps before this one are done.
+            bar.update(task, completed=started[0], description=f"{network}: {method}")
+            started[0] += 1
 
         report = run_bench(
             names, element_bytes=element_bytes, time_limit=time_limit, methods=methods, progress=progress
