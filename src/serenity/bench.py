@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from serenity.ir import Graph, with_element_size
+from serenity.ir import Graph
 from serenity.schedulers import BASELINES, SCHEDULERS
 from serenity.schedulers.result import op_lower_bound
 
@@ -153,19 +153,14 @@ def methods_available() -> list[str]:
 
 
 def load_zoo_graph(name: str, *, element_bytes: int = 4) -> tuple[Graph, str]:
-    """Build zoo network ``name`` and import it into the IR; returns ``(graph, family)``.
+    """Zoo network ``name`` in the IR (see :func:`serenity.zoo.graph`) and its family.
 
     Raises:
         UnknownModelError: no such zoo network.
     """
     from serenity import zoo
-    from serenity.formats.onnx_io import from_proto
 
-    entry = zoo.info(name)
-    graph = from_proto(entry.build(seed=0)).graph
-    if element_bytes != 4:
-        graph = with_element_size(graph, element_bytes)
-    return graph, entry.family
+    return zoo.graph(name, element_bytes=element_bytes), zoo.info(name).family
 
 
 def bench_graph(

@@ -23,6 +23,7 @@ from functools import partial
 import onnx
 
 from serenity.errors import SerenityError
+from serenity.ir import Graph, with_element_size
 from serenity.zoo import cells, controls, multires, randwire, swiftnet
 
 
@@ -147,4 +148,21 @@ def build(name: str, *, seed: int = 0) -> onnx.ModelProto:
     return info(name).build(seed=seed)
 
 
-__all__ = ["UnknownModelError", "ZooEntry", "build", "info", "names"]
+def graph(name: str, *, seed: int = 0, element_bytes: int = 4) -> Graph:
+    """Zoo network ``name`` imported into the IR, activations accounted at ``element_bytes``.
+
+    ``element_bytes=1`` gives int8-sized accounting (as on a microcontroller) of the float32 model.
+
+    >>> graph("swiftnet_cell_c", element_bytes=1).tensors["x"].nbytes == 96 * 16 * 16
+    True
+
+    Raises:
+        UnknownModelError: no such network.
+    """
+    from serenity.formats.onnx_io import from_proto
+
+    g = from_proto(build(name, seed=seed)).graph
+    return g if element_bytes == 4 else with_element_size(g, element_bytes)
+
+
+__all__ = ["UnknownModelError", "ZooEntry", "build", "graph", "info", "names"]
