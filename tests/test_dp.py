@@ -7,6 +7,7 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.dags import dags, random_dag
 
 from serenity.ir import Graph, Op, Tensor
 from serenity.memory import simulate
@@ -16,7 +17,6 @@ from serenity.schedulers.decompose import neighbourhood, window_dense
 from serenity.schedulers.dp import schedule_dp, window_bound
 from serenity.schedulers.reduce import build_items
 from serenity.schedulers.search import best_first, item_cost
-from tests.dags import dags, random_dag
 
 SETTINGS = settings(
     max_examples=150, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -94,7 +94,8 @@ def test_variants_agree(g: Graph) -> None:
     order = [v for i in out.order or [] for v in fused.ops[i]]
     assert simulate(g, order).peak == out.peak == item_cost(fused, out.order or [])
     assert schedule_dp(g, fuse=False).peak == ref.peak
-    lb, _ = window_bound(d, 0, 10**12, None, [set(range(s, min(d.n_ops, s + 4))) for s in range(0, d.n_ops, 4)])
+    cores = [set(range(s, min(d.n_ops, s + 4))) for s in range(0, d.n_ops, 4)]
+    lb, _ = window_bound(d, 0, 10**12, None, cores)
     assert lb <= ref.peak
 
 
@@ -156,3 +157,36 @@ def test_empty_and_single_op() -> None:
 def test_deterministic(seed: int) -> None:
     g = random_dag(seed, 25, max_width=random.Random(seed).randint(2, 6))
     assert schedule_dp(g).order == schedule_dp(g).order
+
+
+@SETTINGS
+@given(st.integers(0, 2**32 - 1), st.integers(1, 30), st.booleans())
+def test_compiled_search_matches_reference(seed: int, n_ops: int, run_now: bool) -> None:
+    from serenity.schedulers.search_jit import AVAILABLE, best_first_jit
+
+    if not AVAILABLE:
+        pytest.skip("numba is not installed")
+    g = random_dag(seed, n_ops, max_width=6)
+    items = build_items(g.dense)
+    lb = static_lower_bound(g.dense)
+    ref = best_first(items, ub=10**12, lb=lb, run_now=run_now)
+    jit = best_first_jit(items, ub=10**12, lb=lb, run_now=run_now)
+    assert jit.proven and jit.peak == ref.peak
+    assert item_cost(items, jit.order or []) == jit.peak
+    order = [v for i in jit.order or [] for v in items.ops[i]]
+    assert simulate(g, order).peak == jit.peak
+
+
+def test_compiled_search_honours_caps() -> None:
+    from serenity.schedulers.search_jit import AVAILABLE, best_first_jit
+
+    if not AVAILABLE:
+        pytest.skip("numba is not installed")
+    g = random_dag(13, 40, max_width=6)
+    items = build_items(g.dense)
+    lb = static_lower_bound(g.dense)
+    opt = best_first(items, ub=10**12, lb=lb).peak
+    capped = best_first_jit(items, ub=10**12, lb=lb, max_states=10)
+    assert not capped.proven and "state cap" in capped.stopped and capped.lower_bound <= opt
+    timed = best_first_jit(items, ub=10**12, lb=lb, time_limit=0.0)
+    assert not timed.proven and "time limit" in timed.stopped and timed.lower_bound <= opt

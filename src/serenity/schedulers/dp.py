@@ -32,9 +32,12 @@ from serenity.schedulers.baselines import (
 )
 from serenity.schedulers.bounds import reachability, static_lower_bound
 from serenity.schedulers.decompose import neighbourhood, window_dense
-from serenity.schedulers.reduce import build_items
+from serenity.schedulers.reduce import Items, build_items
 from serenity.schedulers.result import ScheduleResult, make_result
-from serenity.schedulers.search import best_first
+from serenity.schedulers.search import SearchOutcome, best_first
+from serenity.schedulers.search_jit import AVAILABLE as JIT_AVAILABLE
+from serenity.schedulers.search_jit import MAX_ITEMS as JIT_MAX_ITEMS
+from serenity.schedulers.search_jit import best_first_jit
 
 #: Stored states at which the whole-graph search gives up (about 1 KB each: ~1 GB).
 MAX_STATES = 1_000_000
@@ -103,7 +106,7 @@ def schedule_dp(
     proven = lb >= ub
     states = 0
     if not proven:
-        out = best_first(items, ub=ub, lb=lb, time_limit=left(), max_states=max_states)
+        out = search(items, ub=ub, lb=lb, time_limit=left(), max_states=max_states)
         states = out.states
         stats["stored"] = out.stored
         if out.order is not None:
@@ -122,6 +125,15 @@ def schedule_dp(
         proven=proven,
         stats=stats,
     )
+
+
+def search(
+    items: Items, *, ub: int, lb: int, time_limit: float | None, max_states: int
+) -> SearchOutcome:
+    """The compiled search when numba is there and a state fits one word, else the reference."""
+    if JIT_AVAILABLE and len(items) <= JIT_MAX_ITEMS:
+        return best_first_jit(items, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states)
+    return best_first(items, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states)
 
 
 def scope_groups(graph: Graph) -> list[set[int]]:
@@ -157,7 +169,7 @@ def window_bound(
         sub = window_dense(d, neighbourhood(d, core), anc, desc)
         w_items = build_items(sub)
         w_lb = static_lower_bound(sub)
-        out = best_first(w_items, ub=ub, lb=max(w_lb, lb), time_limit=budget, max_states=WINDOW_STATES)
+        out = search(w_items, ub=ub, lb=max(w_lb, lb), time_limit=budget, max_states=WINDOW_STATES)
         states += out.states
         lb = max(lb, out.lower_bound)
         if out.proven:

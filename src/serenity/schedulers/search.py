@@ -105,7 +105,6 @@ def best_first(
     for v, ps in enumerate(items.preds):
         for p in ps:
             pmask[v] |= 1 << p
-    unlock = [tuple((1 << w, pmask[w]) for w in succs[v]) for v in range(n)]
     # An item can be forced only if it can ever free at least what it keeps.
     forceable = 0
     for v in range(n):

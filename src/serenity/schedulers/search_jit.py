@@ -1,0 +1,293 @@
+"""The best-first search of :mod:`.search` compiled with numba, for graphs of up to 63 items.
+
+Same states, recurrence, clamp at ``lb``, hard budget ``ub`` and run-now rule as
+:func:`serenity.schedulers.search.best_first` (the pure-Python reference, which the tests compare
+it with); only the containers differ: a state is one ``int64`` word, the table of best peaks is an
+open-addressing hash table in numpy arrays, and the open states sit in a binary heap ordered by
+``(peak, newest first)``. Ties may therefore be broken differently from the reference, so the
+order can differ while the peak cannot.
+
+numba compiles the kernel on first use and caches it next to this file (``cache=True``); when numba
+is missing :data:`AVAILABLE` is false and callers use the reference.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from serenity.schedulers.reduce import Items
+from serenity.schedulers.search import SearchOutcome
+
+try:  # numba is a dependency, but keep the reference usable without it
+    from numba import njit, objmode
+except ImportError:  # pragma: no cover - exercised only without numba
+    AVAILABLE = False
+else:
+    AVAILABLE = True
+
+#: Most items a state word can hold (bit 63 stays clear so states are non-negative).
+MAX_ITEMS = 63
+
+_FOUND, _DRY, _TIME, _CAP = 0, 1, 2, 3
+
+if AVAILABLE:
+
+    @njit(cache=True)
+    def _slot(tab: np.ndarray, state: np.int64) -> np.int64:
+        """Index of ``state``'s pair in ``tab`` (key at ``2i``, ``peak << 8 | item`` at ``2i+1``),
+        or of the empty pair where it would go; linear probing."""
+        mask = np.uint64(tab.size // 2 - 1)
+        x = np.uint64(state)
+        x ^= x >> np.uint64(33)
+        x *= np.uint64(0xFF51AFD7ED558CCD)
+        x ^= x >> np.uint64(33)
+        x *= np.uint64(0xC4CEB9FE1A85EC53)
+        x ^= x >> np.uint64(33)
+        i = np.int64(x & mask)
+        while tab[2 * i] != -1 and tab[2 * i] != state:
+            i = (i + 1) & np.int64(mask)
+        return i
+
+    @njit(cache=True)
+    def _kernel(
+        n, e1, e2, kept, ins_ptr, ins_size, ins_mask, succ_ptr, succ_idx, pmask, forceable,
+        initial, lb, ub, max_states, time_limit,
+    ):  # type: ignore[no-untyped-def]
+        # 1. Tables: best clamped peak and last item per state; a heap of open states.
+        tab = np.full(2 << 12, -1, np.int64)
+        stored = 0
+        hcap = 1 << 12
+        hg = np.zeros(hcap, np.int64)
+        hq = np.zeros(hcap, np.int64)
+        hs = np.zeros(hcap, np.int64)
+        hl = np.zeros(hcap, np.int64)
+        hr = np.zeros(hcap, np.int64)
+        size = 0
+        seq = 0
+        full = (np.int64(1) << n) - 1
+        g0 = max(initial, lb)
+        ready0 = np.int64(0)
+        for v in range(n):
+            if pmask[v] == 0:
+                ready0 |= np.int64(1) << v
+        i = _slot(tab, np.int64(0))
+        tab[2 * i] = 0
+        tab[2 * i + 1] = (g0 << 8) | 255
+        stored = 1
+        hg[0], hq[0], hs[0], hl[0], hr[0] = g0, 0, 0, initial, ready0
+        size = 1
+        expanded = 0
+        status = _DRY
+        g = g0
+        with objmode(t0="float64"):
+            t0 = time.perf_counter()
+        while size > 0:
+            # 2. Pop the smallest (peak, -seq).
+            g, state, L, ready = hg[0], hs[0], hl[0], hr[0]
+            size -= 1
+            if size > 0:
+                kg, kq, ks, kl, kr = hg[size], hq[size], hs[size], hl[size], hr[size]
+                j = 0
+                while True:
+                    c = 2 * j + 1
+                    if c >= size:
+                        break
+                    if c + 1 < size and (hg[c + 1] < hg[c] or (hg[c + 1] == hg[c] and hq[c + 1] < hq[c])):
+                        c += 1
+                    if hg[c] < kg or (hg[c] == kg and hq[c] < kq):
+                        hg[j], hq[j], hs[j], hl[j], hr[j] = hg[c], hq[c], hs[c], hl[c], hr[c]
+                        j = c
+                    else:
+                        break
+                hg[j], hq[j], hs[j], hl[j], hr[j] = kg, kq, ks, kl, kr
+            if tab[2 * _slot(tab, state) + 1] >> 8 != g:
+                continue
+            if state == full:
+                status = _FOUND
+                break
+            expanded += 1
+            if expanded & 4095 == 0:
+                with objmode(now="float64"):
+                    now = time.perf_counter()
+                if time_limit >= 0 and now - t0 > time_limit:
+                    status = _TIME
+                elif stored > max_states:
+                    status = _CAP
+                if status != _DRY:
+                    break
+            # 3. Run-now rule, then expansion (as in the reference).
+            R = ready
+            r = ready & forceable
+            while r:
+                low = r & -r
+                v = 63 - _clz(low)
+                r ^= low
+                nxt = state | low
+                fr = 0
+                for k in range(ins_ptr[v], ins_ptr[v + 1]):
+                    if ins_mask[k] & nxt == ins_mask[k]:
+                        fr += ins_size[k]
+                if kept[v] <= fr and L + e1[v] <= g and L - fr + e2[v] <= g:
+                    R = low
+                    break
+            r = R
+            while r:
+                low = r & -r
+                v = 63 - _clz(low)
+                r ^= low
+                nxt = state | low
+                fr = 0
+                for k in range(ins_ptr[v], ins_ptr[v + 1]):
+                    if ins_mask[k] & nxt == ins_mask[k]:
+                        fr += ins_size[k]
+                g2 = max(L + e1[v], L - fr + e2[v], g)
+                if g2 >= ub:
+                    continue
+                i = _slot(tab, nxt)
+                if tab[2 * i] == nxt and tab[2 * i + 1] >> 8 <= g2:
+                    continue
+                if tab[2 * i] != nxt:
+                    tab[2 * i] = nxt
+                    stored += 1
+                tab[2 * i + 1] = (g2 << 8) | v
+                R2 = ready ^ low
+                for k in range(succ_ptr[v], succ_ptr[v + 1]):
+                    w = succ_idx[k]
+                    if pmask[w] & nxt == pmask[w]:
+                        R2 |= np.int64(1) << w
+                # 4. Push (grow the heap when full), sift up.
+                if size == hg.size:
+                    hg = np.concatenate((hg, np.zeros(size, np.int64)))
+                    hq = np.concatenate((hq, np.zeros(size, np.int64)))
+                    hs = np.concatenate((hs, np.zeros(size, np.int64)))
+                    hl = np.concatenate((hl, np.zeros(size, np.int64)))
+                    hr = np.concatenate((hr, np.zeros(size, np.int64)))
+                seq += 1
+                kq = -seq
+                j = size
+                size += 1
+                while j > 0:
+                    p = (j - 1) // 2
+                    if g2 < hg[p] or (g2 == hg[p] and kq < hq[p]):
+                        hg[j], hq[j], hs[j], hl[j], hr[j] = hg[p], hq[p], hs[p], hl[p], hr[p]
+                        j = p
+                    else:
+                        break
+                hg[j], hq[j], hs[j], hl[j], hr[j] = g2, kq, nxt, L - fr + kept[v], R2
+                # 5. Keep the table at most half full.
+                if 4 * stored > tab.size:
+                    old = tab
+                    tab = np.full(2 * old.size, -1, np.int64)
+                    for a in range(old.size // 2):
+                        if old[2 * a] != -1:
+                            b = _slot(tab, old[2 * a])
+                            tab[2 * b], tab[2 * b + 1] = old[2 * a], old[2 * a + 1]
+        order = np.zeros(n, np.int64)
+        if status == _FOUND:
+            state = full
+            for pos in range(n - 1, -1, -1):
+                v = tab[2 * _slot(tab, state) + 1] & 255
+                order[pos] = v
+                state &= ~(np.int64(1) << v)
+        return status, g, expanded, stored, order
+
+    @njit(cache=True)
+    def _clz(x: np.int64) -> np.int64:
+        """Leading zeros of a one-bit word (binary search; numba has no portable clz)."""
+        c = 0
+        if x >> 32 == 0:
+            c += 32
+            x <<= 32
+        if x >> 48 == 0:
+            c += 16
+            x <<= 16
+        if x >> 56 == 0:
+            c += 8
+            x <<= 8
+        if x >> 60 == 0:
+            c += 4
+            x <<= 4
+        if x >> 62 == 0:
+            c += 2
+            x <<= 2
+        if x >> 63 == 0:
+            c += 1
+        return c
+
+
+def best_first_jit(
+    items: Items,
+    *,
+    ub: int,
+    lb: int = 0,
+    time_limit: float | None = None,
+    max_states: int = 2_000_000,
+    run_now: bool = True,
+) -> SearchOutcome:
+    """:func:`serenity.schedulers.search.best_first` compiled; ``len(items) <= MAX_ITEMS``.
+
+    Raises:
+        ValueError: too many items for one state word, or numba is not installed.
+    """
+    n = len(items)
+    if not AVAILABLE or n > MAX_ITEMS:
+        raise ValueError(f"the compiled search needs numba and at most {MAX_ITEMS} items (got {n})")
+    if n == 0:
+        return SearchOutcome([], items.initial, items.initial, True)
+    t0 = time.perf_counter()
+    ins_ptr = np.zeros(n + 1, np.int64)
+    sizes: list[int] = []
+    masks: list[int] = []
+    for v in range(n):
+        for size, cm in items.ins[v]:
+            sizes.append(size)
+            masks.append(cm)
+        ins_ptr[v + 1] = len(sizes)
+    succ_ptr = np.zeros(n + 1, np.int64)
+    flat: list[int] = []
+    for v in range(n):
+        flat.extend(items.succs[v])
+        succ_ptr[v + 1] = len(flat)
+    pmask = np.zeros(n, np.int64)
+    for v, ps in enumerate(items.preds):
+        for p in ps:
+            pmask[v] |= 1 << p
+    forceable = 0
+    for v in range(n):
+        if run_now and items.kept[v] <= sum(s for s, _ in items.ins[v]):
+            forceable |= 1 << v
+    status, g, expanded, stored, order = _kernel(
+        n,
+        np.array(items.e1, np.int64),
+        np.array(items.e2, np.int64),
+        np.array(items.kept, np.int64),
+        ins_ptr,
+        np.array(sizes, np.int64),
+        np.array(masks, np.int64),
+        succ_ptr,
+        np.array(flat, np.int64),
+        pmask,
+        np.int64(forceable),
+        np.int64(items.initial),
+        np.int64(lb),
+        np.int64(ub),
+        np.int64(max_states),
+        -1.0 if time_limit is None else float(time_limit),
+    )
+    stats = {"expanded": int(expanded), "stored": int(stored), "ms": round(1000 * (time.perf_counter() - t0))}
+    if status == _FOUND:
+        out = SearchOutcome([int(v) for v in order], int(g), int(g), True)
+    elif status == _DRY:
+        out = SearchOutcome(None, ub, ub, True)
+    else:
+        why = (
+            f"time limit of {time_limit:g} s reached"
+            if status == _TIME
+            else f"state cap of {max_states} stored states reached; raise max_states "
+            "or give a time limit to accept the best order found"
+        )
+        out = SearchOutcome(None, ub, max(lb, min(int(g), ub)), False, stopped=why)
+    out.states, out.stored, out.stats = int(expanded), int(stored), stats
+    return out
