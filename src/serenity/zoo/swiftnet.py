@@ -5,17 +5,16 @@ Search Highly Representative Neural Architectures", 2019) was found by GRAM, a n
 over a complete DAG per cell followed by structure-level pruning of edges. Its exact cells were
 not released. **What is reconstructed here** (and what is not):
 
-* Published and kept: three cells (Serenity's Cell A, B, C); each cell a DAG in which a node may
-  read any earlier node of the cell (GRAM's complete-DAG search space) and several pruned inputs
-  are concatenated before the node's operation; ops from the mobile search space (1×1 conv,
-  3×3 / 5×5 depthwise-separable conv); each cell halves the resolution; a tiny two-class head;
-  a budget of tens of MMACs and a few hundred thousand weights (Serenity's Table 1: 57.4 M MACs,
-  249.7 K weights).
-* Reconstructed: the input (3×128×128), the stem, every cell's wiring, op choice and per-node
-  widths (``CELLS`` below, written by hand to the properties above, not taken from a released
-  model; about 0.2 M weights), and the rule that nodes reading the cell input read it alone,
-  with stride 2.
-  Memory numbers on this model are therefore comparable in kind, not in value, to the paper's.
+* Published and kept: three cells (Serenity evaluates SwiftNet's Cell A, B and C); each cell a
+  DAG in which a node may read any earlier node of the cell (GRAM's complete-DAG search space)
+  with some edges pruned; a two-class (person / no person) head; a microcontroller-sized model.
+* Reconstructed (assumptions, not published facts): the input (3×128×128) and stem; every
+  cell's wiring, op choice (1×1 conv, 3×3 / 5×5 depthwise-separable conv, from the usual mobile
+  search space) and per-node widths (``CELLS`` below, written by hand, about 0.2 M weights in
+  all); aggregation of several inputs by concatenation; each cell halving the resolution, with
+  the nodes that read the cell input reading it alone, with stride 2. The paper's MAC and weight
+  counts for its model are not matched. Memory numbers on this model are therefore comparable
+  in kind, not in value, to the paper's.
 
 Concatenation feeding a convolution is the pattern Serenity's graph rewriting (channel-wise
 partitioning) targets, so the reconstruction keeps it wherever a node has several inputs.
