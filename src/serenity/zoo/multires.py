@@ -1,8 +1,8 @@
 """Network-level irregular graphs: multi-resolution fusion that no cell boundary splits.
 
-Zhong et al. (HMCOS, "Memory-aware scheduling ... hierarchical", 2022) point out that
-divide-and-conquer at cell boundaries fails on networks whose branches run in parallel across the
-whole network. Two such families:
+Work after Serenity on "complex wired" networks (Zhong et al., ICCAD 2023, whose evaluation
+includes such graphs) points out that divide-and-conquer at cell boundaries fails on networks
+whose branches run in parallel across the whole network. Two such families:
 
 * **HRNet** (Wang et al., "Deep High-Resolution Representation Learning", TPAMI 2020), the
   W18-small layout: a stem to 1/4 resolution, stage 1 with one bottleneck block, then stages 2-4
