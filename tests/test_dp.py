@@ -7,8 +7,8 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.dags import dags, random_dag
 
+from dags import dags, random_dag
 from serenity.ir import Graph, Op, Tensor
 from serenity.memory import simulate
 from serenity.schedulers import BASELINES, DEFAULT_METHOD, SCHEDULERS, schedule
@@ -190,3 +190,26 @@ def test_compiled_search_honours_caps() -> None:
     assert not capped.proven and "state cap" in capped.stopped and capped.lower_bound <= opt
     timed = best_first_jit(items, ub=10**12, lb=lb, time_limit=0.0)
     assert not timed.proven and "time limit" in timed.stopped and timed.lower_bound <= opt
+
+
+@SETTINGS
+@given(st.integers(0, 2**32 - 1), st.integers(1, 16))
+def test_budget_variant_equals_best_first(seed: int, n_ops: int) -> None:
+    """The paper's budgeted level DP and the best-first search agree, and both are proven."""
+    from serenity.schedulers.budget import schedule_budget
+
+    g = random_dag(seed, n_ops, max_width=5)
+    a, b = schedule_budget(g), schedule_dp(g)
+    assert a.proven_optimal and b.proven_optimal
+    assert a.peak == b.peak == a.lower_bound
+
+
+def test_budget_variant_reports_explosion_honestly() -> None:
+    from serenity.schedulers.budget import schedule_budget
+
+    g = random_dag(13, 40, max_width=6)
+    opt = schedule_dp(g).peak
+    r = schedule_budget(g, max_states=50)
+    assert r.lower_bound <= opt <= r.peak
+    assert r.proven_optimal == (r.peak == r.lower_bound)
+    assert any("exploded" in b for b in r.stats["budgets"])

@@ -87,16 +87,13 @@ def schedule_dp(
     # 1-3. Items, static bound, incumbent.
     items = build_items(d, fuse=fuse)
     lb = static_lower_bound(d)
-    incumbent = min(
-        (f(graph) for f in (schedule_greedy, schedule_xla_list, schedule_listed, schedule_dfs, schedule_bfs)),
-        key=lambda r: r.peak,
-    )
-    ub, order = incumbent.peak, list(incumbent.order)
+    best = incumbent(graph)
+    ub, order = best.peak, list(best.order)
     stats: dict[str, object] = {
         "ops": d.n_ops,
         "items": len(items),
         "static_bound": lb,
-        "incumbent": f"{incumbent.method}:{ub}",
+        "incumbent": f"{best.method}:{ub}",
     }
     # 4. Window bounds.
     if use_windows and lb < ub and d.n_ops >= 2 * WINDOW_OPS:
@@ -125,6 +122,12 @@ def schedule_dp(
         proven=proven,
         stats=stats,
     )
+
+
+def incumbent(graph: Graph) -> ScheduleResult:
+    """The best baseline order: the hard budget every exact search starts from."""
+    runs = (schedule_greedy, schedule_xla_list, schedule_listed, schedule_dfs, schedule_bfs)
+    return min((f(graph) for f in runs), key=lambda r: r.peak)
 
 
 def search(
