@@ -25,6 +25,7 @@ demo: $(STAMP)-base
 	  echo "== $$f"; \
 	  $(BIN)/serenity schedule $$f -o $$o && $(BIN)/serenity verify $$f $$o || exit 1; \
 	done
+	$(BIN)/serenity bench --quick --plot out/bench-quick.png --csv out/bench-quick.csv
 
 test: $(STAMP)-test
 	$(BIN)/python -m pytest -q

@@ -206,3 +206,16 @@ def test_entry_point_help_on_every_command() -> None:
             [sys.executable, "-m", "serenity.cli", *cmd, "--help"], capture_output=True, text=True
         )
         assert r.returncode == 0 and "usage:" in r.stdout
+
+
+def test_outputs_get_the_umask_mode_not_mkstemps_0600(capsys, branchy: Path, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    out_path = tmp_path / "mode.onnx"
+    old = os.umask(0o022)
+    try:
+        assert run(capsys, "schedule", str(branchy), "-o", str(out_path), "--json")[0] == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out_path.stat().st_mode) == 0o644
