@@ -79,3 +79,13 @@ def wide(width: int = 6, seed: int = 0) -> onnx.ModelProto:
     total = sum(2 + i for i in range(width))
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, total, 6, 6])
     return _model(nodes, [x], [y], inits, name="wide")
+
+
+def point_weights_at(proto: onnx.ModelProto, location: str) -> onnx.ModelProto:
+    """Make every initializer claim its data lives in external file ``location`` (in place)."""
+    for t in proto.graph.initializer:
+        t.ClearField("float_data")
+        t.raw_data = b""
+        t.data_location = TensorProto.EXTERNAL
+        t.external_data.add(key="location", value=location)
+    return proto

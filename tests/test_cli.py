@@ -119,12 +119,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     p = tmp_path / "strings.onnx"
     onnx.save(G.strings(), p)
     cases["dtype"] = (p, "unsupported element type STRING")
-    ext = G.branchy()
-    for t in ext.graph.initializer:
-        t.ClearField("float_data")
-        t.raw_data = b""
-        t.data_location = onnx.TensorProto.EXTERNAL
-        t.external_data.add(key="location", value="../outside.bin")
+    ext = G.point_weights_at(G.branchy(), "../outside.bin")
     (tmp_path / "outside.bin").write_bytes(b"\0" * 1024)
     sub = tmp_path / "sub"
     sub.mkdir()

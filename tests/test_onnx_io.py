@@ -74,20 +74,6 @@ def test_verify_detects_a_changed_weight(tmp_path: Path) -> None:
     assert not rep.ok and not rep.structure_equal
 
 
-def _external_model(tmp_path: Path, location: str) -> Path:
-    p = G.branchy()
-    for t in p.graph.initializer:
-        t.data_location = onnx.TensorProto.EXTERNAL
-        raw = t.raw_data
-        del t.external_data[:]
-        t.raw_data = b""
-        t.external_data.add(key="location", value=location)
-        t.external_data.add(key="offset", value="0")
-        t.external_data.add(key="length", value=str(len(raw)))
-        (tmp_path / "weights.bin").write_bytes(raw) if t.name == "w" else None
-    return p  # type: ignore[return-value]
-
-
 def test_external_data_loads_without_weights_and_is_copied_on_export(tmp_path: Path) -> None:
     model_dir = tmp_path / "m"
     model_dir.mkdir()
@@ -116,14 +102,7 @@ def test_external_data_path_tricks_are_refused(tmp_path: Path, location: str) ->
     model_dir = tmp_path / "m"
     model_dir.mkdir()
     (tmp_path / "evil.bin").write_bytes(b"\0" * 4096)
-    proto = G.branchy()
-    for t in proto.graph.initializer:
-        raw = t.raw_data or numpy_helper.to_array(t).tobytes()
-        t.ClearField("float_data")
-        t.raw_data = b""
-        t.data_location = onnx.TensorProto.EXTERNAL
-        t.external_data.add(key="location", value=location)
-        t.external_data.add(key="length", value=str(len(raw)))
+    proto = G.point_weights_at(G.branchy(), location)
     (model_dir / "b.onnx").write_bytes(proto.SerializeToString())
     with pytest.raises(ExternalDataError, match=r"(refused|missing)"):
         load(model_dir / "b.onnx")
@@ -134,12 +113,7 @@ def test_external_data_symlink_escape_is_refused(tmp_path: Path) -> None:
     model_dir.mkdir()
     (tmp_path / "secret.bin").write_bytes(b"\0" * 4096)
     (model_dir / "w.bin").symlink_to(tmp_path / "secret.bin")
-    proto = G.branchy()
-    for t in proto.graph.initializer:
-        t.ClearField("float_data")
-        t.raw_data = b""
-        t.data_location = onnx.TensorProto.EXTERNAL
-        t.external_data.add(key="location", value="w.bin")
+    proto = G.point_weights_at(G.branchy(), "w.bin")
     (model_dir / "b.onnx").write_bytes(proto.SerializeToString())
     with pytest.raises(ExternalDataError, match="outside the model's folder"):
         load(model_dir / "b.onnx")
