@@ -213,3 +213,25 @@ def test_budget_variant_reports_explosion_honestly() -> None:
     assert r.lower_bound <= opt <= r.peak
     assert r.proven_optimal == (r.peak == r.lower_bound)
     assert any("exploded" in b for b in r.stats["budgets"])
+
+
+@settings(max_examples=40, derandomize=True, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 90), st.booleans())
+def test_wide_compiled_search_matches_reference(seed: int, n_ops: int, fuse: bool) -> None:
+    """Several state words (more than 63 items without fusion) give the reference's peak."""
+    from serenity.schedulers.search_jit import AVAILABLE
+    from serenity.schedulers.search_wide import best_first_wide
+
+    if not AVAILABLE:
+        pytest.skip("numba is not installed")
+    g = random_dag(seed, n_ops, max_width=2 if n_ops > 30 else 5)
+    items = build_items(g.dense, fuse=fuse)
+    lb = static_lower_bound(g.dense)
+    ref = best_first(items, ub=10**12, lb=lb, max_states=200_000)
+    wide = best_first_wide(items, ub=10**12, lb=lb, max_states=200_000)
+    if ref.proven and wide.proven:
+        assert wide.peak == ref.peak
+        order = [v for i in wide.order or [] for v in items.ops[i]]
+        assert simulate(g, order).peak == wide.peak
+    else:
+        assert wide.lower_bound <= ref.peak and ref.lower_bound <= wide.peak

@@ -38,6 +38,7 @@ from serenity.schedulers.search import SearchOutcome, best_first
 from serenity.schedulers.search_jit import AVAILABLE as JIT_AVAILABLE
 from serenity.schedulers.search_jit import MAX_ITEMS as JIT_MAX_ITEMS
 from serenity.schedulers.search_jit import best_first_jit
+from serenity.schedulers.search_wide import best_first_wide
 
 #: Stored states at which the whole-graph search gives up (about 1 KB each: ~1 GB).
 MAX_STATES = 1_000_000
@@ -133,10 +134,13 @@ def incumbent(graph: Graph) -> ScheduleResult:
 def search(
     items: Items, *, ub: int, lb: int, time_limit: float | None, max_states: int
 ) -> SearchOutcome:
-    """The compiled search when numba is there and a state fits one word, else the reference."""
-    if JIT_AVAILABLE and len(items) <= JIT_MAX_ITEMS:
+    """The compiled search (one state word up to 63 items, several beyond) when numba is
+    installed, else the pure-Python reference."""
+    if not JIT_AVAILABLE:
+        return best_first(items, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states)
+    if len(items) <= JIT_MAX_ITEMS:
         return best_first_jit(items, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states)
-    return best_first(items, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states)
+    return best_first_wide(items, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states)
 
 
 def scope_groups(graph: Graph) -> list[set[int]]:

@@ -1,0 +1,309 @@
+"""The compiled best-first search for graphs of more than 63 items: states of several words.
+
+The same search as :mod:`.search_jit` (and as the reference :func:`.search.best_first`), with a
+state stored as ``W`` words of 63 bits (item ``v`` is bit ``v % 63`` of word ``v // 63``). The hash
+table keeps ``W`` key words and one value word (``peak << 16 | last item``) per slot; the heap keeps
+the state and its ready set as ``W`` words each.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from serenity.schedulers.reduce import Items
+from serenity.schedulers.search import SearchOutcome
+from serenity.schedulers.search_jit import AVAILABLE
+
+BITS = 63
+
+if AVAILABLE:
+    from numba import njit, objmode
+
+    from serenity.schedulers.search_jit import _clz
+
+    @njit(cache=True)
+    def _slot(tk, state, W):  # type: ignore[no-untyped-def]
+        """Slot of ``state`` in the key table ``tk`` (row ``-1`` in column 0 = empty)."""
+        mask = np.uint64(tk.shape[0] - 1)
+        k = np.uint64(0x9E3779B97F4A7C15)
+        x = k
+        for w in range(W):
+            x ^= np.uint64(state[w]) + k + (x << np.uint64(6)) + (x >> np.uint64(2))
+        x ^= x >> np.uint64(33)
+        x *= np.uint64(0xFF51AFD7ED558CCD)
+        x ^= x >> np.uint64(33)
+        i = np.int64(x & mask)
+        while tk[i, 0] != -1:
+            same = True
+            for w in range(W):
+                if tk[i, w] != state[w]:
+                    same = False
+                    break
+            if same:
+                return i
+            i = (i + 1) & np.int64(mask)
+        return i
+
+    @njit(cache=True)
+    def _kernel(
+        n, W, e1, e2, kept, ins_ptr, ins_size, ins_mask, succ_ptr, succ_idx, pmask, forceable,
+        initial, lb, ub, max_states, time_limit,
+    ):  # type: ignore[no-untyped-def]
+        # 1. Tables (keys, values) and the heap (peak, -seq, live, state words, ready words).
+        tk = np.full((1 << 12, W), -1, np.int64)
+        tv = np.zeros(1 << 12, np.int64)
+        hcap = 1 << 12
+        hg = np.zeros(hcap, np.int64)
+        hq = np.zeros(hcap, np.int64)
+        hl = np.zeros(hcap, np.int64)
+        hs = np.zeros((hcap, W), np.int64)
+        hr = np.zeros((hcap, W), np.int64)
+        full = np.zeros(W, np.int64)
+        for v in range(n):
+            full[v // 63] |= np.int64(1) << (v % 63)
+        state = np.zeros(W, np.int64)
+        ready = np.zeros(W, np.int64)
+        R = np.zeros(W, np.int64)
+        nxt = np.zeros(W, np.int64)
+        for v in range(n):
+            empty = True
+            for w in range(W):
+                if pmask[v, w] != 0:
+                    empty = False
+            if empty:
+                hr[0, v // 63] |= np.int64(1) << (v % 63)
+        g0 = max(initial, lb)
+        i = _slot(tk, state, W)
+        tk[i, :] = state
+        tv[i] = (g0 << 16) | 65535
+        stored = 1
+        hg[0], hq[0], hl[0] = g0, 0, initial
+        size = 1
+        seq = 0
+        expanded = 0
+        status = 1
+        g = g0
+        with objmode(t0="float64"):
+            t0 = time.perf_counter()
+        while size > 0:
+            # 2. Pop the smallest (peak, -seq) into state/ready.
+            g, L = hg[0], hl[0]
+            state[:] = hs[0]
+            ready[:] = hr[0]
+            size -= 1
+            if size > 0:
+                kg, kq, kl = hg[size], hq[size], hl[size]
+                j = 0
+                while True:
+                    c = 2 * j + 1
+                    if c >= size:
+                        break
+                    if c + 1 < size and (hg[c + 1] < hg[c] or (hg[c + 1] == hg[c] and hq[c + 1] < hq[c])):
+                        c += 1
+                    if hg[c] < kg or (hg[c] == kg and hq[c] < kq):
+                        hg[j], hq[j], hl[j] = hg[c], hq[c], hl[c]
+                        hs[j] = hs[c]
+                        hr[j] = hr[c]
+                        j = c
+                    else:
+                        break
+                hg[j], hq[j], hl[j] = kg, kq, kl
+                hs[j] = hs[size]
+                hr[j] = hr[size]
+            if tv[_slot(tk, state, W)] >> 16 != g:
+                continue
+            done = True
+            for w in range(W):
+                if state[w] != full[w]:
+                    done = False
+            if done:
+                status = 0
+                break
+            expanded += 1
+            if expanded & 4095 == 0:
+                with objmode(now="float64"):
+                    now = time.perf_counter()
+                if time_limit >= 0 and now - t0 > time_limit:
+                    status = 2
+                elif stored > max_states:
+                    status = 3
+                if status != 1:
+                    break
+            # 3. Run-now rule, then expansion (as in the reference).
+            R[:] = ready
+            forced = False
+            for wi in range(W):
+                if forced:
+                    break
+                r = ready[wi] & forceable[wi]
+                while r:
+                    low = r & -r
+                    v = wi * 63 + (63 - _clz(low))
+                    r ^= low
+                    nxt[:] = state
+                    nxt[wi] |= low
+                    fr = 0
+                    for k in range(ins_ptr[v], ins_ptr[v + 1]):
+                        inside = True
+                        for w in range(W):
+                            if ins_mask[k, w] & nxt[w] != ins_mask[k, w]:
+                                inside = False
+                                break
+                        if inside:
+                            fr += ins_size[k]
+                    if kept[v] <= fr and L + e1[v] <= g and L - fr + e2[v] <= g:
+                        R[:] = 0
+                        R[wi] = low
+                        forced = True
+                        break
+            for wi in range(W):
+                r = R[wi]
+                while r:
+                    low = r & -r
+                    v = wi * 63 + (63 - _clz(low))
+                    r ^= low
+                    nxt[:] = state
+                    nxt[wi] |= low
+                    fr = 0
+                    for k in range(ins_ptr[v], ins_ptr[v + 1]):
+                        inside = True
+                        for w in range(W):
+                            if ins_mask[k, w] & nxt[w] != ins_mask[k, w]:
+                                inside = False
+                                break
+                        if inside:
+                            fr += ins_size[k]
+                    g2 = max(L + e1[v], L - fr + e2[v], g)
+                    if g2 >= ub:
+                        continue
+                    i = _slot(tk, nxt, W)
+                    if tk[i, 0] != -1 and tv[i] >> 16 <= g2:
+                        continue
+                    if tk[i, 0] == -1:
+                        tk[i, :] = nxt
+                        stored += 1
+                    tv[i] = (g2 << 16) | v
+                    # 4. Push (grow when full), with the ready set of the successor.
+                    if size == hg.size:
+                        hg = np.concatenate((hg, np.zeros(size, np.int64)))
+                        hq = np.concatenate((hq, np.zeros(size, np.int64)))
+                        hl = np.concatenate((hl, np.zeros(size, np.int64)))
+                        hs = np.concatenate((hs, np.zeros((size, W), np.int64)))
+                        hr = np.concatenate((hr, np.zeros((size, W), np.int64)))
+                    seq += 1
+                    kq = -seq
+                    j = size
+                    size += 1
+                    while j > 0:
+                        p = (j - 1) // 2
+                        if g2 < hg[p] or (g2 == hg[p] and kq < hq[p]):
+                            hg[j], hq[j], hl[j] = hg[p], hq[p], hl[p]
+                            hs[j] = hs[p]
+                            hr[j] = hr[p]
+                            j = p
+                        else:
+                            break
+                    hg[j], hq[j], hl[j] = g2, kq, L - fr + kept[v]
+                    hs[j] = nxt
+                    hr[j] = ready
+                    hr[j, wi] ^= low
+                    for k in range(succ_ptr[v], succ_ptr[v + 1]):
+                        x = succ_idx[k]
+                        ok = True
+                        for w in range(W):
+                            if pmask[x, w] & nxt[w] != pmask[x, w]:
+                                ok = False
+                                break
+                        if ok:
+                            hr[j, x // 63] |= np.int64(1) << (x % 63)
+                    # 5. Keep the table at most half full.
+                    if 2 * stored > tk.shape[0]:
+                        ok_, ov = tk, tv
+                        tk = np.full((2 * ok_.shape[0], W), -1, np.int64)
+                        tv = np.zeros(2 * ok_.shape[0], np.int64)
+                        for a in range(ok_.shape[0]):
+                            if ok_[a, 0] != -1:
+                                b = _slot(tk, ok_[a], W)
+                                tk[b, :] = ok_[a]
+                                tv[b] = ov[a]
+        order = np.zeros(n, np.int64)
+        if status == 0:
+            state[:] = full
+            for pos in range(n - 1, -1, -1):
+                v = tv[_slot(tk, state, W)] & 65535
+                order[pos] = v
+                state[v // 63] &= ~(np.int64(1) << (v % 63))
+        return status, g, expanded, stored, order
+
+
+def _words(mask: int, W: int) -> list[int]:
+    return [(mask >> (BITS * w)) & ((1 << BITS) - 1) for w in range(W)]
+
+
+def best_first_wide(
+    items: Items,
+    *,
+    ub: int,
+    lb: int = 0,
+    time_limit: float | None = None,
+    max_states: int = 2_000_000,
+    run_now: bool = True,
+) -> SearchOutcome:
+    """:func:`serenity.schedulers.search.best_first` compiled for any number of items (< 65535).
+
+    Raises:
+        ValueError: numba is not installed.
+    """
+    if not AVAILABLE:
+        raise ValueError("the compiled search needs numba")
+    n = len(items)
+    if n == 0:
+        return SearchOutcome([], items.initial, items.initial, True)
+    t0 = time.perf_counter()
+    W = (n + BITS - 1) // BITS
+    ins_ptr = np.zeros(n + 1, np.int64)
+    sizes: list[int] = []
+    masks: list[list[int]] = []
+    for v in range(n):
+        for size, cm in items.ins[v]:
+            sizes.append(size)
+            masks.append(_words(cm, W))
+        ins_ptr[v + 1] = len(sizes)
+    succ_ptr = np.zeros(n + 1, np.int64)
+    flat: list[int] = []
+    for v in range(n):
+        flat.extend(items.succs[v])
+        succ_ptr[v + 1] = len(flat)
+    pmask = np.zeros((n, W), np.int64)
+    for v, ps in enumerate(items.preds):
+        for p in ps:
+            pmask[v, p // BITS] |= 1 << (p % BITS)
+    forceable = 0
+    for v in range(n):
+        if run_now and items.kept[v] <= sum(s for s, _ in items.ins[v]):
+            forceable |= 1 << v
+    status, g, expanded, stored, order = _kernel(
+        n, W,
+        np.array(items.e1, np.int64), np.array(items.e2, np.int64), np.array(items.kept, np.int64),
+        ins_ptr, np.array(sizes, np.int64), np.array(masks, np.int64).reshape(len(sizes), W),
+        succ_ptr, np.array(flat, np.int64), pmask, np.array(_words(forceable, W), np.int64),
+        np.int64(items.initial), np.int64(lb), np.int64(ub), np.int64(max_states),
+        -1.0 if time_limit is None else float(time_limit),
+    )  # fmt: skip
+    stats = {"expanded": int(expanded), "stored": int(stored), "ms": round(1000 * (time.perf_counter() - t0))}
+    if status == 0:
+        out = SearchOutcome([int(v) for v in order], int(g), int(g), True)
+    elif status == 1:
+        out = SearchOutcome(None, ub, ub, True)
+    else:
+        why = (
+            f"time limit of {time_limit:g} s reached"
+            if status == 2
+            else f"state cap of {max_states} stored states reached; raise max_states "
+            "or give a time limit to accept the best order found"
+        )
+        out = SearchOutcome(None, ub, max(lb, min(int(g), ub)), False, stopped=why)
+    out.states, out.stored, out.stats = int(expanded), int(stored), stats
+    return out
