@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     schedule_dp(layered_dag(0, 30))
+    schedule_dp(layered_dag(1, 130, max_width=2), fuse=False)
     console.print(f"warm-up (compiled search load/compile): {time.perf_counter() - t:.2f} s")
 
     table = Table(title="schedule_dp (method 'optimal')")

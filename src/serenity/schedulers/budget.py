@@ -46,7 +46,7 @@ def level_dp(
     n = len(items)
     if n == 0:
         return [], 0, ""
-    e1, e2, kept, ins, succs = items.e1, items.e2, items.kept, items.ins, items.succs
+    steps, succs = items.steps, items.succs
     pmask = [0] * n
     for v, ps in enumerate(items.preds):
         for p in ps:
@@ -64,8 +64,10 @@ def level_dp(
                 v = low.bit_length() - 1
                 r ^= low
                 nxt = state | low
-                fr = sum(size for size, cm in ins[v] if cm & nxt == cm)
-                g2 = max(g, L + e1[v], L - fr + e2[v])
+                g2, L2 = g, L
+                for out, delta, frees in steps[v]:
+                    g2 = max(g2, L2 + out)
+                    L2 += delta - sum(size for size, cm in frees if cm & nxt == cm)
                 if g2 > tau:
                     continue
                 old = nxt_level.get(nxt)
@@ -75,7 +77,7 @@ def level_dp(
                 for w in succs[v]:
                     if pmask[w] & nxt == pmask[w]:
                         R2 |= 1 << w
-                nxt_level[nxt] = (g2, L - fr + kept[v], R2)
+                nxt_level[nxt] = (g2, L2, R2)
                 last[nxt] = v
         if not nxt_level:
             return None, total, ""

@@ -33,8 +33,26 @@ is ``p``'s private output, so delaying it keeps nothing else alive; and ``s`` no
 base ``t`` ran on, costing at most ``base + H_s <= base + H_t``. (The first segment is excluded:
 delaying it could keep a shared input alive longer.)
 
+**Rule R3 (sink an op into its only reader).** Let op ``m`` be an item of its own whose outputs
+are all read by one op ``s`` only (not graph outputs; ``s`` heads its item and is ``m``'s only
+successor), with ``F <= K`` and ``F + O - K <= out(s)`` where ``O`` = ``m``'s output bytes, ``K``
+= those that stay live and ``F`` = the bytes of the inputs ``m`` could free. Then ``m`` may run
+right before ``s`` (several such ``m`` run in index order before ``s``). Proof: move ``m`` down to
+just before ``s``. An op in between sees ``m``'s outputs gone (``-K``) and at most ``F`` bytes
+``m`` would have freed still live: ``F - K <= 0`` more. ``s``'s step is unchanged. ``m`` now runs
+on ``s``'s live set minus ``K`` plus what it frees, so its step costs at most
+``L_s - K + F + O <= L_s + out(s)``, a step ``s`` pays anyway; with several ``m_j`` moved, each
+earlier one adds ``F_j - K_j <= 0``. This is the edge-scaling ``Mul`` of RandWire feeding its
+aggregating ``Sum``.
+
 Both rules hold for any state of the rest of the graph, so fusing to a fixpoint keeps at least
 one optimal order, and the search over items is exact.
+
+**Step encoding.** The search sees an item as a few *steps* ``(out, delta, frees)``: running a step
+costs ``L + out`` and then changes the live bytes by ``delta`` minus the bytes of the tensors in
+``frees`` whose readers have all run. A chain segment is one step (one op) or two: the first op
+with its inputs, then ``(e2 - a_j, a_k - a_j, ())`` for the rest, which reproduces
+``max(L + e1, L - fr + e2)``.
 """
 
 from __future__ import annotations
@@ -43,6 +61,9 @@ from dataclasses import dataclass
 
 from serenity.ir import Dense
 
+#: One step of an item: ``(out, delta, frees)`` with ``frees`` = ``((bytes, reader-item mask), ...)``.
+Step = tuple[int, int, tuple[tuple[int, int], ...]]
+
 
 @dataclass(frozen=True, slots=True)
 class Items:
@@ -50,26 +71,28 @@ class Items:
 
     Attributes:
         ops: For each item, its ops in execution order (original indices).
-        e1: Bytes the item's first op allocates on top of the live bytes.
-        e2: Highest later step of the item, measured after its inputs were freed (0 if none).
-        kept: Bytes the item leaves live (its last op's read or pinned outputs).
+        steps: For each item, its steps (see *Step encoding* in the module docstring).
         preds: Predecessor items of each item, ascending.
         succs: Successor items of each item, ascending.
-        ins: For each item, ``(bytes, consumer-item mask)`` of each freeable input tensor.
         initial: Live bytes before the first op (graph inputs).
     """
 
     ops: tuple[tuple[int, ...], ...]
-    e1: tuple[int, ...]
-    e2: tuple[int, ...]
-    kept: tuple[int, ...]
+    steps: tuple[tuple[Step, ...], ...]
     preds: tuple[tuple[int, ...], ...]
     succs: tuple[tuple[int, ...], ...]
-    ins: tuple[tuple[tuple[int, int], ...], ...]
     initial: int
 
     def __len__(self) -> int:
         return len(self.ops)
+
+    def freeable(self, v: int) -> int:
+        """Bytes item ``v`` could free at most (all its ``frees``)."""
+        return sum(size for _, _, frees in self.steps[v] for size, _ in frees)
+
+    def growth(self, v: int) -> int:
+        """Bytes item ``v`` leaves live if it frees nothing (the sum of its deltas)."""
+        return sum(delta for _, delta, _ in self.steps[v])
 
 
 @dataclass(slots=True)
@@ -132,6 +155,38 @@ def _segments(d: Dense, chain: list[int], fuse: bool) -> list[_Segment]:
     return stack
 
 
+def _sinks(d: Dense, segs: list[_Segment]) -> dict[int, list[int]]:
+    """Rule R3: for each op ``s`` heading a segment, the single-op segments that sink into it."""
+    heads = {seg.ops[0] for seg in segs}
+    into: dict[int, list[int]] = {}
+    for seg in segs:
+        if len(seg.ops) != 1:
+            continue
+        m = seg.ops[0]
+        if len(d.succs[m]) != 1 or any(d.pinned[t] for t in d.op_out[m]):
+            continue
+        s = d.succs[m][0]
+        if s not in heads or any(c != s for t in d.op_out[m] for c in d.consumers[t]):
+            continue
+        out, kept = _out_bytes(d, m)
+        fr = sum(d.sizes[t] for t in d.op_in[m] if not d.pinned[t])
+        if fr <= kept and fr + out - kept <= _out_bytes(d, s)[0]:
+            into.setdefault(s, []).append(m)
+    # An op that sinks cannot take others with it: those stay items of their own.
+    while True:
+        sunk = {m for ms in into.values() for m in ms}
+        moving = [s for s in into if s in sunk]
+        if not moving:
+            return into
+        for s in moving:
+            del into[s]
+
+
+def _single(d: Dense, m: int) -> _Segment:
+    out, kept = _out_bytes(d, m)
+    return _Segment([m], out, 0, kept, True)
+
+
 def build_items(d: Dense, *, fuse: bool = True) -> Items:
     """Group the ops of ``d`` into items; with ``fuse=False`` every op is its own item.
 
@@ -142,7 +197,7 @@ def build_items(d: Dense, *, fuse: bool = True) -> Items:
     for w in nxt:
         if w >= 0:
             has_prev[w] = True
-    # 1. Collect maximal chains from their heads and cut them into segments.
+    # 1. Collect maximal chains from their heads and cut them into segments (R1, R2).
     segs: list[_Segment] = []
     for v in range(d.n_ops):
         if has_prev[v]:
@@ -151,39 +206,52 @@ def build_items(d: Dense, *, fuse: bool = True) -> Items:
         while nxt[chain[-1]] >= 0:
             chain.append(nxt[chain[-1]])
         segs.extend(_segments(d, chain, fuse))
-    segs.sort(key=lambda s: s.ops[0])
+    # 2. Sink single ops into their only reader (R3); a group is [sunk ops..., segment].
+    into = _sinks(d, segs) if fuse else {}
+    sunk = {m for ms in into.values() for m in ms}
+    groups = [
+        ([_single(d, m) for m in into.get(seg.ops[0], [])], seg) for seg in segs if seg.ops[0] not in sunk
+    ]
+    groups.sort(key=lambda gs: min(x.ops[0] for x in (*gs[0], gs[1])))
     item_of = [0] * d.n_ops
-    for i, s in enumerate(segs):
-        for v in s.ops:
-            item_of[v] = i
-    # 2. Item-level dependencies and the freeable tensors each item reads.
-    preds: list[set[int]] = [set() for _ in segs]
+    for i, (pre, seg) in enumerate(groups):
+        for part in (*pre, seg):
+            for v in part.ops:
+                item_of[v] = i
+    # 3. Item-level dependencies.
+    preds: list[set[int]] = [set() for _ in groups]
     for v in range(d.n_ops):
         for p in d.preds[v]:
             if item_of[p] != item_of[v]:
                 preds[item_of[v]].add(item_of[p])
-    succs: list[list[int]] = [[] for _ in segs]
+    succs: list[list[int]] = [[] for _ in groups]
     for i, ps in enumerate(preds):
         for p in ps:
             succs[p].append(i)
-    ins = []
-    for s in segs:
-        row = []
-        for t in d.op_in[s.ops[0]]:
-            if d.pinned[t]:
-                continue
-            mask = 0
-            for c in d.consumers[t]:
-                mask |= 1 << item_of[c]
-            row.append((d.sizes[t], mask))
-        ins.append(tuple(row))
+    # 4. Steps; a tensor read by several parts of an item is freed by the last of them.
+    steps = []
+    for pre, seg in groups:
+        parts = [*pre, seg]
+        last_reader = {t: k for k, part in enumerate(parts) for t in d.op_in[part.ops[0]]}
+        row: list[Step] = []
+        for k, part in enumerate(parts):
+            frees = []
+            for t in d.op_in[part.ops[0]]:
+                if d.pinned[t] or last_reader[t] != k:
+                    continue
+                mask = 0
+                for c in d.consumers[t]:
+                    mask |= 1 << item_of[c]
+                frees.append((d.sizes[t], mask))
+            first_kept = _out_bytes(d, part.ops[0])[1]
+            row.append((part.e1, first_kept, tuple(frees)))
+            if len(part.ops) > 1:
+                row.append((part.e2 - first_kept, part.kept - first_kept, ()))
+        steps.append(tuple(row))
     return Items(
-        ops=tuple(tuple(s.ops) for s in segs),
-        e1=tuple(s.e1 for s in segs),
-        e2=tuple(s.e2 for s in segs),
-        kept=tuple(s.kept for s in segs),
+        ops=tuple(tuple(v for part in (*pre, seg) for v in part.ops) for pre, seg in groups),
+        steps=tuple(steps),
         preds=tuple(tuple(sorted(p)) for p in preds),
         succs=tuple(tuple(sorted(s)) for s in succs),
-        ins=tuple(ins),
         initial=sum(d.sizes[t] for t in d.initial),
     )

@@ -7,7 +7,8 @@ zero-indegree "signature") depend on ``S`` alone, so for each state only the sma
 that reaches it matters:
 
     g(S ∪ {v}) = min over ready v of max(g(S), cost(S, v)),
-    cost(S, v) = max(L(S) + e1(v), L(S) - fr(S, v) + e2(v))          (see :mod:`.reduce`).
+    cost(S, v) = max over the steps of v of (live bytes before the step + its out)
+                                                   (see *Step encoding* in :mod:`.reduce`).
 
 States leave a heap in order of ``g`` (deeper states first among equals, then the smaller set),
 like Dijkstra's algorithm with the bottleneck ``max`` in place of ``+``. ``g`` never falls along a
@@ -18,13 +19,14 @@ below it needs telling apart): below ``lb`` the search is a depth-first dive. St
 the incumbent peak ``ub`` are never stored: this is the paper's hard budget.
 
 **Run-now rule** (an optimality-preserving reduction applied inside the search). If a ready item
-``v`` has ``kept(v) <= fr(S, v)`` and ``cost(S, v) <= g(S)`` (``g`` clamped, so ``<= max(g, lb)``),
-only ``S ∪ {v}`` is generated. Proof: take an order from ``S`` with peak ``P``; move ``v`` to the
-front. Every item that moves behind ``v`` runs with ``kept(v) - fr(S, v) <= 0`` more bytes live
-(none of them reads ``v``'s outputs, and an input ``v`` no longer frees last is freed no later by
-its other reader), so its step costs no more; ``v``'s own step costs at most ``max(g(S), lb)``,
-and ``lb <= OPT``. So if some optimal order passes through ``S`` with ``g(S) <= OPT``, one passes
-through ``S ∪ {v}`` too, and the first complete state to leave the heap is still optimal.
+``v`` leaves no more bytes live than before (``L(S ∪ {v}) <= L(S)``) and costs no more than the
+peak so far (``cost(S, v) <= g(S)``, ``g`` clamped, so ``<= max(g, lb)``), only ``S ∪ {v}`` is
+generated. Proof: take an order from ``S`` with peak ``P``; move ``v`` to the front. Every item
+that moves behind ``v`` runs with ``L(S ∪ {v}) - L(S) <= 0`` more bytes live (none of them reads
+``v``'s outputs, and an input ``v`` no longer frees last is freed no later by its other reader),
+so its steps cost no more; ``v``'s own steps cost at most ``max(g(S), lb)``, and ``lb <= OPT``.
+So if some optimal order passes through ``S`` with ``g(S) <= OPT``, one passes through
+``S ∪ {v}`` too, and the first complete state to leave the heap is still optimal.
 """
 
 from __future__ import annotations
@@ -65,9 +67,9 @@ def item_cost(items: Items, order: list[int]) -> int:
     done, live, peak = 0, items.initial, items.initial if not order else 0
     for v in order:
         done |= 1 << v
-        fr = sum(size for size, cm in items.ins[v] if cm & ~done == 0)
-        peak = max(peak, live + items.e1[v], live - fr + items.e2[v])
-        live += items.kept[v] - fr
+        for out, delta, frees in items.steps[v]:
+            peak = max(peak, live + out)
+            live += delta - sum(size for size, cm in frees if cm & ~done == 0)
     return peak
 
 
@@ -100,7 +102,7 @@ def best_first(
     t0 = time.perf_counter()
     n = len(items)
     full = (1 << n) - 1
-    e1, e2, kept, ins, succs = items.e1, items.e2, items.kept, items.ins, items.succs
+    steps, succs = items.steps, items.succs
     pmask = [0] * n
     for v, ps in enumerate(items.preds):
         for p in ps:
@@ -108,7 +110,7 @@ def best_first(
     # An item can be forced only if it can ever free at least what it keeps.
     forceable = 0
     for v in range(n):
-        if run_now and kept[v] <= sum(size for size, _ in ins[v]):
+        if run_now and items.growth(v) <= items.freeable(v):
             forceable |= 1 << v
     ready0 = 0
     for v in range(n):
@@ -162,11 +164,15 @@ def best_first(
             v = low.bit_length() - 1
             r ^= low
             nxt = state | low
-            fr = 0
-            for size, cm in ins[v]:
-                if cm & nxt == cm:
-                    fr += size
-            if kept[v] <= fr and L + e1[v] <= g and L - fr + e2[v] <= g:
+            c, L2 = g, L
+            for out, delta, frees in steps[v]:
+                if L2 + out > c:
+                    c = L2 + out
+                L2 += delta
+                for size, cm in frees:
+                    if cm & nxt == cm:
+                        L2 -= size
+            if L2 <= L and c == g:
                 R = low
                 break
         # 2. Expand every ready item (or just the forced one).
@@ -176,17 +182,15 @@ def best_first(
             v = low.bit_length() - 1
             r ^= low
             nxt = state | low
-            fr = 0
-            for size, cm in ins[v]:
-                if cm & nxt == cm:
-                    fr += size
-            g2 = L + e1[v]
-            c2 = L - fr + e2[v]
-            if c2 > g2:
-                g2 = c2
-            if g2 < g:
-                g2 = g
-            elif g2 >= ub:
+            g2, L2 = g, L
+            for out, delta, frees in steps[v]:
+                if L2 + out > g2:
+                    g2 = L2 + out
+                L2 += delta
+                for size, cm in frees:
+                    if cm & nxt == cm:
+                        L2 -= size
+            if g2 >= ub:
                 continue
             old = seen.get(nxt)
             if old is not None and old >> 20 <= g2:
@@ -197,14 +201,14 @@ def best_first(
                 if pmask[w] & nxt == pmask[w]:
                     R2 |= 1 << w
             if g2 == g:
-                bucket.append((nxt, L - fr + kept[v], R2))
+                bucket.append((nxt, L2, R2))
             else:
                 b2 = buckets.get(g2)
                 if b2 is None:
-                    buckets[g2] = [(nxt, L - fr + kept[v], R2)]
+                    buckets[g2] = [(nxt, L2, R2)]
                     heapq.heappush(levels, g2)
                 else:
-                    b2.append((nxt, L - fr + kept[v], R2))
+                    b2.append((nxt, L2, R2))
     if stopped:
         bound = max(lb, min(g, ub))
         return _done(SearchOutcome(None, ub, bound, False, stopped=stopped), expanded, len(seen), t0)

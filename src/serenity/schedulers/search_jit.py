@@ -52,8 +52,8 @@ if AVAILABLE:
 
     @njit(cache=True)
     def _kernel(
-        n, e1, e2, kept, ins_ptr, ins_size, ins_mask, succ_ptr, succ_idx, pmask, forceable,
-        initial, lb, ub, max_states, time_limit,
+        n, step_ptr, st_out, st_delta, free_ptr, free_size, free_mask, succ_ptr, succ_idx, pmask,
+        forceable, initial, lb, ub, max_states, time_limit,
     ):  # type: ignore[no-untyped-def]
         # 1. Tables: best clamped peak and last item per state; a heap of open states.
         tab = np.full(2 << 12, -1, np.int64)
@@ -125,11 +125,14 @@ if AVAILABLE:
                 v = 63 - _clz(low)
                 r ^= low
                 nxt = state | low
-                fr = 0
-                for k in range(ins_ptr[v], ins_ptr[v + 1]):
-                    if ins_mask[k] & nxt == ins_mask[k]:
-                        fr += ins_size[k]
-                if kept[v] <= fr and L + e1[v] <= g and L - fr + e2[v] <= g:
+                c, L2 = g, L
+                for k in range(step_ptr[v], step_ptr[v + 1]):
+                    c = max(c, L2 + st_out[k])
+                    L2 += st_delta[k]
+                    for f in range(free_ptr[k], free_ptr[k + 1]):
+                        if free_mask[f] & nxt == free_mask[f]:
+                            L2 -= free_size[f]
+                if L2 <= L and c == g:
                     R = low
                     break
             r = R
@@ -138,11 +141,13 @@ if AVAILABLE:
                 v = 63 - _clz(low)
                 r ^= low
                 nxt = state | low
-                fr = 0
-                for k in range(ins_ptr[v], ins_ptr[v + 1]):
-                    if ins_mask[k] & nxt == ins_mask[k]:
-                        fr += ins_size[k]
-                g2 = max(L + e1[v], L - fr + e2[v], g)
+                g2, L2 = g, L
+                for k in range(step_ptr[v], step_ptr[v + 1]):
+                    g2 = max(g2, L2 + st_out[k])
+                    L2 += st_delta[k]
+                    for f in range(free_ptr[k], free_ptr[k + 1]):
+                        if free_mask[f] & nxt == free_mask[f]:
+                            L2 -= free_size[f]
                 if g2 >= ub:
                     continue
                 i = _slot(tab, nxt)
@@ -175,7 +180,7 @@ if AVAILABLE:
                         j = p
                     else:
                         break
-                hg[j], hq[j], hs[j], hl[j], hr[j] = g2, kq, nxt, L - fr + kept[v], R2
+                hg[j], hq[j], hs[j], hl[j], hr[j] = g2, kq, nxt, L2, R2
                 # 5. Keep the table at most half full.
                 if 4 * stored > tab.size:
                     old = tab
@@ -217,6 +222,34 @@ if AVAILABLE:
         return c
 
 
+def flatten(items: Items) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                   list[int], np.ndarray, np.ndarray]:
+    """The items as flat arrays: steps (``step_ptr``, ``out``, ``delta``), frees per step
+    (``free_ptr``, ``size``, reader masks as Python ints), successors (``succ_ptr``, ``idx``)."""
+    step_ptr, st_out, st_delta, free_ptr = [0], [], [], [0]
+    free_size: list[int] = []
+    free_masks: list[int] = []
+    for row in items.steps:
+        for out, delta, frees in row:
+            st_out.append(out)
+            st_delta.append(delta)
+            for size, cm in frees:
+                free_size.append(size)
+                free_masks.append(cm)
+            free_ptr.append(len(free_size))
+        step_ptr.append(len(st_out))
+    succ_ptr, flat = [0], []
+    for succ in items.succs:
+        flat.extend(succ)
+        succ_ptr.append(len(flat))
+
+    def arr(x: list[int]) -> np.ndarray:
+        return np.array(x, np.int64)
+
+    return (arr(step_ptr), arr(st_out), arr(st_delta), arr(free_ptr), arr(free_size), free_masks,
+            arr(succ_ptr), arr(flat))  # fmt: skip
+
+
 def best_first_jit(
     items: Items,
     *,
@@ -237,45 +270,20 @@ def best_first_jit(
     if n == 0:
         return SearchOutcome([], items.initial, items.initial, True)
     t0 = time.perf_counter()
-    ins_ptr = np.zeros(n + 1, np.int64)
-    sizes: list[int] = []
-    masks: list[int] = []
-    for v in range(n):
-        for size, cm in items.ins[v]:
-            sizes.append(size)
-            masks.append(cm)
-        ins_ptr[v + 1] = len(sizes)
-    succ_ptr = np.zeros(n + 1, np.int64)
-    flat: list[int] = []
-    for v in range(n):
-        flat.extend(items.succs[v])
-        succ_ptr[v + 1] = len(flat)
+    step_ptr, st_out, st_delta, free_ptr, free_size, free_masks, succ_ptr, succ_idx = flatten(items)
     pmask = np.zeros(n, np.int64)
     for v, ps in enumerate(items.preds):
         for p in ps:
             pmask[v] |= 1 << p
     forceable = 0
     for v in range(n):
-        if run_now and items.kept[v] <= sum(s for s, _ in items.ins[v]):
+        if run_now and items.growth(v) <= items.freeable(v):
             forceable |= 1 << v
     status, g, expanded, stored, order = _kernel(
-        n,
-        np.array(items.e1, np.int64),
-        np.array(items.e2, np.int64),
-        np.array(items.kept, np.int64),
-        ins_ptr,
-        np.array(sizes, np.int64),
-        np.array(masks, np.int64),
-        succ_ptr,
-        np.array(flat, np.int64),
-        pmask,
-        np.int64(forceable),
-        np.int64(items.initial),
-        np.int64(lb),
-        np.int64(ub),
-        np.int64(max_states),
-        -1.0 if time_limit is None else float(time_limit),
-    )
+        n, step_ptr, st_out, st_delta, free_ptr, free_size, np.array(free_masks, np.int64),
+        succ_ptr, succ_idx, pmask, np.int64(forceable), np.int64(items.initial), np.int64(lb),
+        np.int64(ub), np.int64(max_states), -1.0 if time_limit is None else float(time_limit),
+    )  # fmt: skip
     stats = {"expanded": int(expanded), "stored": int(stored), "ms": round(1000 * (time.perf_counter() - t0))}
     if status == _FOUND:
         out = SearchOutcome([int(v) for v in order], int(g), int(g), True)

@@ -14,7 +14,7 @@ import numpy as np
 
 from serenity.schedulers.reduce import Items
 from serenity.schedulers.search import SearchOutcome
-from serenity.schedulers.search_jit import AVAILABLE
+from serenity.schedulers.search_jit import AVAILABLE, flatten
 
 BITS = 63
 
@@ -48,8 +48,8 @@ if AVAILABLE:
 
     @njit(cache=True)
     def _kernel(
-        n, W, e1, e2, kept, ins_ptr, ins_size, ins_mask, succ_ptr, succ_idx, pmask, forceable,
-        initial, lb, ub, max_states, time_limit,
+        n, W, step_ptr, st_out, st_delta, free_ptr, free_size, free_mask, succ_ptr, succ_idx,
+        pmask, forceable, initial, lb, ub, max_states, time_limit,
     ):  # type: ignore[no-untyped-def]
         # 1. Tables (keys, values) and the heap (peak, -seq, live, state words, ready words).
         tk = np.full((1 << 12, W), -1, np.int64)
@@ -144,16 +144,19 @@ if AVAILABLE:
                     r ^= low
                     nxt[:] = state
                     nxt[wi] |= low
-                    fr = 0
-                    for k in range(ins_ptr[v], ins_ptr[v + 1]):
-                        inside = True
-                        for w in range(W):
-                            if ins_mask[k, w] & nxt[w] != ins_mask[k, w]:
-                                inside = False
-                                break
-                        if inside:
-                            fr += ins_size[k]
-                    if kept[v] <= fr and L + e1[v] <= g and L - fr + e2[v] <= g:
+                    c, L2 = g, L
+                    for k in range(step_ptr[v], step_ptr[v + 1]):
+                        c = max(c, L2 + st_out[k])
+                        L2 += st_delta[k]
+                        for f in range(free_ptr[k], free_ptr[k + 1]):
+                            inside = True
+                            for w in range(W):
+                                if free_mask[f, w] & nxt[w] != free_mask[f, w]:
+                                    inside = False
+                                    break
+                            if inside:
+                                L2 -= free_size[f]
+                    if L2 <= L and c == g:
                         R[:] = 0
                         R[wi] = low
                         forced = True
@@ -166,16 +169,19 @@ if AVAILABLE:
                     r ^= low
                     nxt[:] = state
                     nxt[wi] |= low
-                    fr = 0
-                    for k in range(ins_ptr[v], ins_ptr[v + 1]):
-                        inside = True
-                        for w in range(W):
-                            if ins_mask[k, w] & nxt[w] != ins_mask[k, w]:
-                                inside = False
-                                break
-                        if inside:
-                            fr += ins_size[k]
-                    g2 = max(L + e1[v], L - fr + e2[v], g)
+                    c, L2 = g, L
+                    for k in range(step_ptr[v], step_ptr[v + 1]):
+                        c = max(c, L2 + st_out[k])
+                        L2 += st_delta[k]
+                        for f in range(free_ptr[k], free_ptr[k + 1]):
+                            inside = True
+                            for w in range(W):
+                                if free_mask[f, w] & nxt[w] != free_mask[f, w]:
+                                    inside = False
+                                    break
+                            if inside:
+                                L2 -= free_size[f]
+                    g2 = c
                     if g2 >= ub:
                         continue
                     i = _slot(tk, nxt, W)
@@ -205,7 +211,7 @@ if AVAILABLE:
                             j = p
                         else:
                             break
-                    hg[j], hq[j], hl[j] = g2, kq, L - fr + kept[v]
+                    hg[j], hq[j], hl[j] = g2, kq, L2
                     hs[j] = nxt
                     hr[j] = ready
                     hr[j, wi] ^= low
@@ -263,34 +269,20 @@ def best_first_wide(
         return SearchOutcome([], items.initial, items.initial, True)
     t0 = time.perf_counter()
     W = (n + BITS - 1) // BITS
-    ins_ptr = np.zeros(n + 1, np.int64)
-    sizes: list[int] = []
-    masks: list[list[int]] = []
-    for v in range(n):
-        for size, cm in items.ins[v]:
-            sizes.append(size)
-            masks.append(_words(cm, W))
-        ins_ptr[v + 1] = len(sizes)
-    succ_ptr = np.zeros(n + 1, np.int64)
-    flat: list[int] = []
-    for v in range(n):
-        flat.extend(items.succs[v])
-        succ_ptr[v + 1] = len(flat)
+    step_ptr, st_out, st_delta, free_ptr, free_size, free_masks, succ_ptr, succ_idx = flatten(items)
+    masks = np.array([_words(m, W) for m in free_masks], np.int64).reshape(len(free_masks), W)
     pmask = np.zeros((n, W), np.int64)
     for v, ps in enumerate(items.preds):
         for p in ps:
             pmask[v, p // BITS] |= 1 << (p % BITS)
     forceable = 0
     for v in range(n):
-        if run_now and items.kept[v] <= sum(s for s, _ in items.ins[v]):
+        if run_now and items.growth(v) <= items.freeable(v):
             forceable |= 1 << v
     status, g, expanded, stored, order = _kernel(
-        n, W,
-        np.array(items.e1, np.int64), np.array(items.e2, np.int64), np.array(items.kept, np.int64),
-        ins_ptr, np.array(sizes, np.int64), np.array(masks, np.int64).reshape(len(sizes), W),
-        succ_ptr, np.array(flat, np.int64), pmask, np.array(_words(forceable, W), np.int64),
-        np.int64(items.initial), np.int64(lb), np.int64(ub), np.int64(max_states),
-        -1.0 if time_limit is None else float(time_limit),
+        n, W, step_ptr, st_out, st_delta, free_ptr, free_size, masks, succ_ptr, succ_idx, pmask,
+        np.array(_words(forceable, W), np.int64), np.int64(items.initial), np.int64(lb),
+        np.int64(ub), np.int64(max_states), -1.0 if time_limit is None else float(time_limit),
     )  # fmt: skip
     stats = {"expanded": int(expanded), "stored": int(stored), "ms": round(1000 * (time.perf_counter() - t0))}
     if status == 0:
