@@ -97,8 +97,8 @@ def window_dense(d: Dense, window: set[int], anc: list[int], desc: list[int]) ->
             direct ^= low
         preds.append(tuple(sorted(ps)))
     succs: list[list[int]] = [[] for _ in sub]
-    for i, ps in enumerate(preds):
-        for p in ps:
+    for i, pred in enumerate(preds):
+        for p in pred:
             succs[p].append(i)
     consumers = [tuple(sorted(new[v] for v in readers.get(t, ()))) for t in tensors]
     producer = tuple(new[d.producer[t]] if d.producer[t] >= 0 else -1 for t in tensors)

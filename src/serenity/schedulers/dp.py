@@ -3,19 +3,23 @@
 The exact scheduler of Ahn et al., "Ordering Chaos: Memory-Aware Scheduling of Irregularly Wired
 Neural Networks for Edge Devices" (MLSys 2020), made to solve whole networks:
 
-1. **Reduce** (:mod:`.reduce`): fuse chain links into items by Liu's hill–valley rules; each rule
-   keeps an optimal order, so the search over items is exact.
+1. **Reduce** (:mod:`.reduce`): fuse chain links into items by Liu's hill–valley rules (R1, R2)
+   and sink single ops into their only reader (R3); each rule keeps an optimal order (proofs in
+   that module), so the search over items is exact.
 2. **Bound** (:mod:`.bounds`): the bytes that are live in every order while each op runs.
 3. **Incumbent**: the best baseline order is the hard budget (the paper's starting point).
 4. **Divide** (:mod:`.decompose`): solve windows of the graph exactly (a cell and the readers of
    what it touches); each window optimum is a lower bound of the whole, so the pieces sharpen
-   the bound without any claim that the pieces could be scheduled independently.
-5. **Search** (:mod:`.search`): best-first on ``max(peak so far, bound)``, deeper states first
-   among equals. When the bound is the optimum this is a depth-first dive that stops at the
-   first order meeting it; otherwise it is the paper's dynamic program, pruned by the budget.
+   the bound without any claim that the pieces could be scheduled independently. This is how
+   cuts crossed by several tensors (NAS cells read the two previous cells) stay exact.
+5. **Search** (:mod:`.search`, compiled in :mod:`.search_jit` / :mod:`.search_wide`): best-first
+   on the peak clamped at the bound, newest (deepest) states first among equals, with the run-now
+   rule. When the bound is the optimum this is a depth-first dive that stops at the first order
+   meeting it; otherwise it is the paper's dynamic program, pruned by the budget.
 
 The result is ``proven_optimal`` only when the search finished or an order met the bound; a time
-limit or the state cap leaves the best order found and the best bound proven so far.
+limit or the state cap leaves the best order found and the best bound proven so far, and
+``stats["stopped"]`` says which. ``stats["states"]`` counts the states expanded (windows included).
 """
 
 from __future__ import annotations

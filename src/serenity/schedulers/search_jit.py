@@ -199,7 +199,7 @@ if AVAILABLE:
         return status, g, expanded, stored, order
 
     @njit(cache=True)
-    def _clz(x: np.int64) -> np.int64:
+    def _clz(x):  # type: ignore[no-untyped-def]
         """Leading zeros of a one-bit word (binary search; numba has no portable clz)."""
         c = 0
         if x >> 32 == 0:
@@ -238,7 +238,8 @@ def flatten(items: Items) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
                 free_masks.append(cm)
             free_ptr.append(len(free_size))
         step_ptr.append(len(st_out))
-    succ_ptr, flat = [0], []
+    succ_ptr: list[int] = [0]
+    flat: list[int] = []
     for succ in items.succs:
         flat.extend(succ)
         succ_ptr.append(len(flat))
