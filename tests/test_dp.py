@@ -126,54 +126,6 @@ def test_state_cap_stops_with_a_message() -> None:
     assert r.lower_bound <= schedule_dp(g).peak <= r.peak
 
 
-def test_chain_fusion_hand_built() -> None:
-    """x -> a -> b -> c with a private chain; a side branch y reads x."""
-    g = Graph(
-        "chain",
-        [
-            Op("a", "Conv", ("x",), ("ta",)),
-            Op("b", "Relu", ("ta",), ("tb",)),
-            Op("c", "Pool", ("tb",), ("tc",)),
-            Op("y", "Conv", ("x",), ("ty",)),
-            Op("z", "Add", ("tc", "ty"), ("out",)),
-        ],
-        [_t("x", 8), _t("ta", 16), _t("tb", 16), _t("tc", 4), _t("ty", 8), _t("out", 4)],
-        ["x"],
-        ["out"],
-    )
-    items = build_items(g.dense)
-    # R1 fuses b, c; R2 may not delay the chain head a, but R3 sinks a into b (F=8 <= K=16 and
-    # F + O - K = 8 <= out(b) = 16).
-    assert (0, 1, 2) in items.ops and len(items) == 3
-    assert build_items(g.dense, fuse=False).ops == ((0,), (1,), (2,), (3,), (4,))
-    r = schedule_dp(g)
-    assert r.peak == brute_force(g) and r.proven_optimal
-
-
-def test_sink_rule_hand_built() -> None:
-    """RandWire's edge scaling: t is read by two Muls, each feeding a Sum; the Muls sink."""
-    g = Graph(
-        "sink",
-        [
-            Op("p", "Conv", ("x",), ("t",)),
-            Op("m1", "Mul", ("t",), ("u1",)),
-            Op("m2", "Mul", ("t",), ("u2",)),
-            Op("q", "Conv", ("x",), ("w",)),
-            Op("m3", "Mul", ("w",), ("u3",)),
-            Op("s1", "Sum", ("u1", "u3"), ("o1",)),
-            Op("s2", "Sum", ("u2", "w"), ("o2",)),
-        ],
-        [_t("x", 4), _t("t", 8), _t("u1", 8), _t("u2", 8), _t("w", 8), _t("u3", 8),
-         _t("o1", 8), _t("o2", 8)],
-        ["x"],
-        ["o1", "o2"],
-    )  # fmt: skip
-    items = build_items(g.dense)
-    assert (1, 4, 5) in items.ops and (2, 6) in items.ops
-    r = schedule_dp(g)
-    assert r.peak == brute_force(g) and r.proven_optimal
-
-
 def test_empty_and_single_op() -> None:
     g = Graph("one", [Op("a", "Relu", ("x",), ("y",))], [_t("x", 3), _t("y", 5)], ["x"], ["y"])
     r = schedule(g, "optimal")
