@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from serenity.ir import Graph, Op, Tensor
+from serenity.schedulers.budget import schedule_budget
 from serenity.schedulers.dp import schedule_dp
 from serenity.schedulers.result import ScheduleResult
 
@@ -78,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=30.0, help="seconds per model (default 30)")
     ap.add_argument("--dags", type=int, default=200, help="random DAGs (default 200)")
     ap.add_argument("--zoo", nargs="*", help="zoo networks to run (default: all)")
+    ap.add_argument(
+        "--compare-budget", action="store_true",
+        help="also run the paper's budgeted level DP (optimal-budget) on every model, for comparison",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     console = Console(width=140)
     misses: list[str] = []
@@ -99,9 +104,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.seconds:.3f}",
         )
 
+    budget_rows: list[tuple[str, ScheduleResult, ScheduleResult]] = []
     for name, g in models(args.zoo):
         r = schedule_dp(g, time_limit=args.time_limit)
         row(name, g, r)
+        if args.compare_budget:
+            budget_rows.append((name, r, schedule_budget(g, time_limit=args.time_limit)))
         if not r.proven_optimal:
             misses.append(f"{name}: not proven (peak {r.peak}, bound {r.lower_bound}; "
                           f"{r.stats.get('stopped', '')})")
@@ -129,6 +137,16 @@ def main(argv: list[str] | None = None) -> int:
         misses.append(f"random DAGs: {total:.2f} s (target < 10 s)")
 
     console.print(table)
+    if budget_rows:
+        cmp = Table(title="the paper's budgeted level DP (optimal-budget) vs best-first (optimal)")
+        for col in ("model", "peak", "proven", "states", "seconds", "best-first states", "best-first s"):
+            cmp.add_column(col, justify="left" if col == "model" else "right")
+        for name, r, b in budget_rows:
+            cmp.add_row(
+                name, str(b.peak), "yes" if b.proven_optimal else "no", str(b.stats.get("states", 0)),
+                f"{b.seconds:.3f}", str(r.stats.get("states", 0)), f"{r.seconds:.3f}",
+            )  # fmt: skip
+        console.print(cmp)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     console.print(f"peak resident memory of the whole run: {rss_mb:.0f} MB")
     if rss_mb >= 1024:
