@@ -42,6 +42,7 @@ from serenity.schedulers.search import SearchOutcome, best_first
 from serenity.schedulers.search_jit import AVAILABLE as JIT_AVAILABLE
 from serenity.schedulers.search_jit import MAX_ITEMS as JIT_MAX_ITEMS
 from serenity.schedulers.search_jit import best_first_jit
+from serenity.schedulers.search_wide import MAX_ITEMS as WIDE_MAX_ITEMS
 from serenity.schedulers.search_wide import best_first_wide
 
 #: Stored states at which the whole-graph search gives up (about 1 KB each: ~1 GB).
@@ -140,7 +141,7 @@ def search(
 ) -> SearchOutcome:
     """The compiled search (one state word up to 63 items, several beyond) when numba is
     installed, else the pure-Python reference."""
-    if not JIT_AVAILABLE:
+    if not JIT_AVAILABLE or len(items) >= WIDE_MAX_ITEMS:
         return best_first(items, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states)
     if len(items) <= JIT_MAX_ITEMS:
         return best_first_jit(items, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states)

@@ -17,6 +17,8 @@ from serenity.schedulers.search import SearchOutcome
 from serenity.schedulers.search_jit import AVAILABLE, flatten
 
 BITS = 63
+#: Items are stored in 16 bits of a table value.
+MAX_ITEMS = 65535
 
 if AVAILABLE:
     from numba import njit, objmode
@@ -260,11 +262,11 @@ def best_first_wide(
     """:func:`serenity.schedulers.search.best_first` compiled for any number of items (< 65535).
 
     Raises:
-        ValueError: numba is not installed.
+        ValueError: numba is not installed, or there are too many items.
     """
-    if not AVAILABLE:
-        raise ValueError("the compiled search needs numba")
     n = len(items)
+    if not AVAILABLE or n >= MAX_ITEMS:
+        raise ValueError(f"the compiled search needs numba and fewer than {MAX_ITEMS} items (got {n})")
     if n == 0:
         return SearchOutcome([], items.initial, items.initial, True)
     t0 = time.perf_counter()
