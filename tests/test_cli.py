@@ -214,3 +214,20 @@ def test_outputs_get_the_umask_mode_not_mkstemps_0600(capsys, branchy: Path, tmp
     finally:
         os.umask(old)
     assert stat.S_IMODE(out_path.stat().st_mode) == 0o644
+
+
+def test_exact_search_caps_report_unproven_and_still_write(capsys, tmp_path: Path) -> None:
+    from serenity import zoo
+
+    src = tmp_path / "rw.onnx"
+    onnx.save(zoo.build("randwire_ws_stage"), src)
+    for flags in (["--max-states", "50"], ["--time-limit", "0"]):
+        out_path = tmp_path / f"capped{flags[0]}.onnx"
+        code, out, _ = run(capsys, "schedule", str(src), "-o", str(out_path), "--json", *flags)
+        d = json.loads(out)
+        assert code == 0 and out_path.exists()
+        assert d["proven_optimal"] is False and d["stats"]["stopped"]
+        assert d["lower_bound"] < d["peak_after"] <= d["peak_before"]
+    code, out, _ = run(capsys, "schedule", str(src), "-o", str(tmp_path / "full.onnx"), "--json")
+    d = json.loads(out)
+    assert d["proven_optimal"] is True and d["peak_after"] == d["lower_bound"] < d["peak_before"]

@@ -83,7 +83,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     graph = model.graph if not args.element_size else with_element_size(model.graph, args.element_size)
     listed = simulate(graph, graph.listed_order)
     bound = op_lower_bound(graph)
-    results = [schedule(graph, m, time_limit=args.time_limit) for m in _methods(args.order)]
+    results = [
+        schedule(graph, m, time_limit=args.time_limit, max_states=args.max_states)
+        for m in _methods(args.order)
+    ]
     out = {
         "model": str(args.model),
         "format": model.format,
@@ -152,7 +155,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     method = args.method or DEFAULT_METHOD
     with status(f"scheduling {len(model.graph.ops)} ops with '{method}'", quiet=args.json):
         t0 = time.perf_counter()
-        result = schedule(model.graph, method, time_limit=args.time_limit)
+        result = schedule(model.graph, method, time_limit=args.time_limit, max_states=args.max_states)
         seconds = time.perf_counter() - t0
     save(model, result.order, dst)
     out = {
@@ -182,6 +185,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             ),
             ("lower bound", fmt_bytes(result.lower_bound)),
             ("proven optimal", "yes" if result.proven_optimal else "no"),
+            *([("states explored", f"{result.stats['states']:,}")] if "states" in result.stats else []),
+            *([("search stopped", str(result.stats["stopped"]))] if result.stats.get("stopped") else []),
             ("time", f"{seconds:.3f} s"),
             ("written", str(dst)),
         ],
@@ -211,11 +216,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 ("runtime", rep.runtime),
                 ("outputs", f"{rep.outputs} {ident[rep.outputs_identical]}"),
                 ("peak", f"{fmt_bytes(rep.peak_original)} -> {fmt_bytes(rep.peak_reordered)}"),
-            *(
-                [("TFLM arena", f"{fmt_bytes(rep.arena_original)} -> {fmt_bytes(rep.arena_reordered)}")]
-                if rep.arena_original is not None and rep.arena_reordered is not None
-                else []
-            ),
+                *(
+                    [("TFLM arena", f"{fmt_bytes(rep.arena_original)} -> {fmt_bytes(rep.arena_reordered)}")]
+                    if rep.arena_original is not None and rep.arena_reordered is not None
+                    else []
+                ),
                 ("verdict", "OK" if rep.ok else "FAILED: " + "; ".join(rep.problems)),
             ],
             show_header=False,
@@ -245,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .onnx, .tflite or .json graph")
     p.add_argument("--order", metavar="METHODS", help="comma-separated methods, or 'all'")
     p.add_argument("--time-limit", type=float, metavar="S", help="seconds per method")
+    p.add_argument("--max-states", type=int, metavar="N", help="cap on stored search states (exact methods)")
     p.add_argument(
         "--element-size", type=int, choices=(1, 2, 4), help="account activations at N bytes/element"
     )
@@ -263,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", metavar="NAME", help="scheduling method (default: the best available)")
     p.add_argument("--time-limit", type=float, metavar="S", help="stop searching after S seconds")
     p.add_argument("--in-place", action="store_true", help="allow OUT to be MODEL")
+    p.add_argument("--max-states", type=int, metavar="N", help="cap on stored search states (exact methods)")
     _add_common(p)
     p.set_defaults(func=cmd_schedule)
 

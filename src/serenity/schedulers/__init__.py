@@ -7,6 +7,7 @@ keeps the lowest peak.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 
@@ -20,7 +21,7 @@ from serenity.schedulers.baselines import (
     schedule_xla_list,
 )
 from serenity.schedulers.dp import schedule_dp
-from serenity.schedulers.result import ScheduleResult, Scheduler, make_result, op_lower_bound
+from serenity.schedulers.result import Scheduler, ScheduleResult, make_result, op_lower_bound
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,16 @@ SCHEDULERS: dict[str, Scheduler] = {**BASELINES, "optimal": schedule_dp}
 DEFAULT_METHOD = "optimal"
 
 
-def schedule_best(graph: Graph, *, time_limit: float | None = None) -> ScheduleResult:
+def _run(fn: Scheduler, graph: Graph, time_limit: float | None, max_states: int | None) -> ScheduleResult:
+    """Call ``fn``, passing ``max_states`` only to schedulers that take a state cap."""
+    if max_states is not None and "max_states" in inspect.signature(fn).parameters:
+        return fn(graph, time_limit=time_limit, max_states=max_states)  # type: ignore[call-arg]
+    return fn(graph, time_limit=time_limit)
+
+
+def schedule_best(
+    graph: Graph, *, time_limit: float | None = None, max_states: int | None = None
+) -> ScheduleResult:
     """Portfolio: run every registered scheduler and keep the lowest peak.
 
     Ties go to the earlier method in registry order. The returned ``stats`` record each
@@ -48,7 +58,7 @@ def schedule_best(graph: Graph, *, time_limit: float | None = None) -> ScheduleR
     results = []
     for name, fn in SCHEDULERS.items():
         left = None if time_limit is None else max(0.0, time_limit - (time.perf_counter() - t0))
-        r = fn(graph, time_limit=left)
+        r = _run(fn, graph, left, max_states)
         log.info("%-10s peak %d B in %.3f s", name, r.peak, r.seconds)
         results.append(r)
     best = min(results, key=lambda r: r.peak)
@@ -64,19 +74,31 @@ def schedule_best(graph: Graph, *, time_limit: float | None = None) -> ScheduleR
     )
 
 
-def schedule(graph: Graph, method: str = DEFAULT_METHOD, *, time_limit: float | None = None) -> ScheduleResult:
+def schedule(
+    graph: Graph,
+    method: str = DEFAULT_METHOD,
+    *,
+    time_limit: float | None = None,
+    max_states: int | None = None,
+) -> ScheduleResult:
     """Schedule ``graph`` with the named method (``"best"`` for the portfolio).
+
+    Args:
+        graph: The graph.
+        method: A key of :data:`SCHEDULERS`, or ``"best"``.
+        time_limit: Seconds the method may take; exact methods return their best order so far.
+        max_states: Cap on stored search states for the exact methods (ignored by heuristics).
 
     Raises:
         SerenityError: the method name is unknown.
     """
     if method == "best":
-        return schedule_best(graph, time_limit=time_limit)
+        return schedule_best(graph, time_limit=time_limit, max_states=max_states)
     fn = SCHEDULERS.get(method)
     if fn is None:
         known = ", ".join(["best", *SCHEDULERS])
         raise SerenityError(f"unknown scheduling method '{method}' (known: {known})")
-    return fn(graph, time_limit=time_limit)
+    return _run(fn, graph, time_limit, max_states)
 
 
 __all__ = [
