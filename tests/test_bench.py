@@ -146,3 +146,19 @@ def test_plot_is_written_atomically(tmp_path: Path) -> None:
     write_plot(report, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert [p.name for p in tmp_path.iterdir()] == ["p.png"]
+
+
+def test_cli_bench_on_model_files(capsys: pytest.CaptureFixture[str]) -> None:
+    from serenity.cli import main
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    files = [str(examples / "fan_concat_int8.tflite"), str(examples / "inception_block_int8.tflite")]
+    assert main(["bench", *files, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    rows = {Path(r["network"]).name: r for r in d["rows"]}
+    assert set(rows) == {"fan_concat_int8.tflite", "inception_block_int8.tflite"}
+    for r in rows.values():
+        assert r["proven"] and r["peaks"]["optimal"] == r["lower_bound"]
+        assert all(r["peaks"]["optimal"] <= p for p in r["peaks"].values())
+    assert rows["fan_concat_int8.tflite"]["peaks"]["listed"] == 73728  # the converter's order
+    assert main(["bench", "no/such/model.onnx"]) == 2

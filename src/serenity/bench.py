@@ -19,9 +19,10 @@ import importlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from serenity.ir import Graph
+from serenity.ir import Graph, with_element_size
 from serenity.schedulers import BASELINES, SCHEDULERS
 from serenity.schedulers.result import op_lower_bound
 
@@ -152,14 +153,32 @@ def methods_available() -> list[str]:
     return methods
 
 
+def is_model_file(name: str) -> bool:
+    """Whether a bench name is a model file (``.onnx``/``.tflite``/``.json``) rather than a zoo name."""
+    from serenity.formats import FORMATS
+
+    return Path(name).suffix.lower() in FORMATS
+
+
 def load_zoo_graph(name: str, *, element_bytes: int = 4) -> tuple[Graph, str]:
-    """Zoo network ``name`` in the IR (see :func:`serenity.zoo.graph`) and its family.
+    """Zoo network ``name`` (or a model file's path) in the IR, and its family.
+
+    A model file is loaded with :func:`serenity.formats.load` and re-accounted at
+    ``element_bytes`` only when that is not its own element size (float32 files at 4 B are
+    left as they are; an int8 ``.tflite`` keeps its 1-byte tensors unless asked otherwise).
 
     Raises:
         UnknownModelError: no such zoo network.
+        SerenityError: the model file cannot be loaded.
     """
     from serenity import zoo
 
+    if is_model_file(name):
+        from serenity.formats import load
+
+        model = load(name)
+        graph = model.graph if element_bytes == 4 else with_element_size(model.graph, element_bytes)
+        return graph, f"{model.format} file"
     return zoo.graph(name, element_bytes=element_bytes), zoo.info(name).family
 
 
@@ -259,7 +278,8 @@ def run_bench(
     from serenity.errors import SerenityError
 
     for n in names:
-        zoo.info(n)
+        if not is_model_file(n):
+            zoo.info(n)
     methods = list(methods or methods_available())
     for m in methods:
         if m not in SCHEDULERS and not (m == REWRITE and find_rewriter()):

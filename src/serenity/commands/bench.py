@@ -17,6 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bound, proof status and scheduling time, with geomean ratios against the "
         "framework's own (listed) order.",
     )
+    p.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help="model files (.onnx/.tflite/.json) to bench instead of the zoo",
+    )
     p.add_argument("--only", action="append", metavar="NAME", help="bench only this network (repeatable)")
     p.add_argument("--quick", action="store_true", help="a small subset that runs in well under a minute")
     p.add_argument(
@@ -51,10 +57,15 @@ def run(args: argparse.Namespace) -> int:
     from serenity.bench import QUICK, methods_available, run_bench
     from serenity.bench_report import table_rows, write_csv, write_plot
     from serenity.cli import emit_json
+    from serenity.errors import SerenityError
 
-    names = list(args.only or (QUICK if args.quick else zoo.names()))
+    names = [*args.models, *(args.only or [])] or list(QUICK if args.quick else zoo.names())
     for n in names:
-        zoo.info(n)
+        if n in args.models:
+            if not Path(n).is_file():
+                raise SerenityError(f"{n}: no such file")
+        else:
+            zoo.info(n)
     element_bytes = 1 if args.int8 else args.element_size
     time_limit = min(args.time_limit, 5.0) if args.quick else args.time_limit
     methods = methods_available()
@@ -85,7 +96,12 @@ def run(args: argparse.Namespace) -> int:
         emit_json(report.as_dict())
         return 0
     cols, rows = table_rows(report)
-    t = Table(title=f"Peak activation memory in KiB at {element_bytes} B/element (* = proven optimal)",
+    sizes = (
+        "files as stored, zoo at 4 B/element"
+        if args.models and element_bytes == 4
+        else f"{element_bytes} B/element"
+    )
+    t = Table(title=f"Peak activation memory in KiB, {sizes} (* = proven optimal)",
               title_justify="left")  # fmt: skip
     for i, c in enumerate(cols):
         t.add_column(c, justify="left" if i == 0 else "right", no_wrap=True)
