@@ -32,6 +32,7 @@ QUICK = (
     "swiftnet_cell_a",
     "swiftnet_cell_c",
     "nasnet_a_cifar",
+    "randwire_ws_stage",
     "nasfpn_body",
     "resnet18",
 )
