@@ -28,6 +28,7 @@ from serenity.schedulers.bounds import static_lower_bound
 from serenity.schedulers.dp import WINDOW_OPS, incumbent, scope_groups, window_bound
 from serenity.schedulers.reduce import Items, build_items
 from serenity.schedulers.result import ScheduleResult, make_result
+from serenity.schedulers.search import apply_steps, pred_masks, ready_after
 
 #: States kept across all levels of one DP run before it counts as exploded.
 MAX_STATES = 200_000
@@ -47,10 +48,7 @@ def level_dp(
     if n == 0:
         return [], 0, ""
     steps, succs = items.steps, items.succs
-    pmask = [0] * n
-    for v, ps in enumerate(items.preds):
-        for p in ps:
-            pmask[v] |= 1 << p
+    pmask = pred_masks(items)
     ready0 = sum(1 << v for v in range(n) if not pmask[v])
     last: dict[int, int] = {}  # state -> last item, over all levels (for the order)
     level: dict[int, tuple[int, int, int]] = {0: (items.initial, items.initial, ready0)}
@@ -64,20 +62,13 @@ def level_dp(
                 v = low.bit_length() - 1
                 r ^= low
                 nxt = state | low
-                g2, L2 = g, L
-                for out, delta, frees in steps[v]:
-                    g2 = max(g2, L2 + out)
-                    L2 += delta - sum(size for size, cm in frees if cm & nxt == cm)
+                g2, L2 = apply_steps(steps[v], g, L, nxt)
                 if g2 > tau:
                     continue
                 old = nxt_level.get(nxt)
                 if old is not None and old[0] <= g2:
                     continue
-                R2 = ready ^ low
-                for w in succs[v]:
-                    if pmask[w] & nxt == pmask[w]:
-                        R2 |= 1 << w
-                nxt_level[nxt] = (g2, L2, R2)
+                nxt_level[nxt] = (g2, L2, ready_after(ready, v, nxt, succs[v], pmask))
                 last[nxt] = v
         if not nxt_level:
             return None, total, ""

@@ -35,7 +35,7 @@ import heapq
 import time
 from dataclasses import dataclass, field
 
-from serenity.schedulers.reduce import Items
+from serenity.schedulers.reduce import Items, Step
 
 
 @dataclass(slots=True)
@@ -67,10 +67,49 @@ def item_cost(items: Items, order: list[int]) -> int:
     done, live, peak = 0, items.initial, items.initial if not order else 0
     for v in order:
         done |= 1 << v
-        for out, delta, frees in items.steps[v]:
-            peak = max(peak, live + out)
-            live += delta - sum(size for size, cm in frees if cm & ~done == 0)
+        peak, live = apply_steps(items.steps[v], peak, live, done)
     return peak
+
+
+def apply_steps(steps: tuple[Step, ...], g: int, L: int, done: int) -> tuple[int, int]:
+    """Run one item's steps from live bytes ``L`` and peak ``g``; ``done`` is the set of items run,
+    the item included. Returns ``(peak, live)`` after the item (see *Step encoding* in :mod:`.reduce`):
+    each step peaks at the live bytes plus its ``out``, then adds ``delta`` and frees every input
+    whose readers are all in ``done``."""
+    for out, delta, frees in steps:
+        if L + out > g:
+            g = L + out
+        L += delta
+        for size, cm in frees:
+            if cm & done == cm:
+                L -= size
+    return g, L
+
+
+def pred_masks(items: Items) -> list[int]:
+    """Per item, the bitmask of its predecessors."""
+    pmask = [0] * len(items)
+    for v, ps in enumerate(items.preds):
+        for p in ps:
+            pmask[v] |= 1 << p
+    return pmask
+
+
+def forceable_mask(items: Items, run_now: bool = True) -> int:
+    """Items the run-now rule may force: only those that can ever free at least what they keep."""
+    if not run_now:
+        return 0
+    return sum(1 << v for v in range(len(items)) if items.growth(v) <= items.freeable(v))
+
+
+def ready_after(ready: int, v: int, nxt: int, succs: tuple[int, ...], pmask: list[int]) -> int:
+    """The ready set after running ``v`` (``nxt`` holds it): ``v`` leaves, and every successor
+    whose predecessors are all in ``nxt`` joins."""
+    ready &= ~(1 << v)
+    for w in succs:
+        if pmask[w] & nxt == pmask[w]:
+            ready |= 1 << w
+    return ready
 
 
 def best_first(
@@ -103,19 +142,9 @@ def best_first(
     n = len(items)
     full = (1 << n) - 1
     steps, succs = items.steps, items.succs
-    pmask = [0] * n
-    for v, ps in enumerate(items.preds):
-        for p in ps:
-            pmask[v] |= 1 << p
-    # An item can be forced only if it can ever free at least what it keeps.
-    forceable = 0
-    for v in range(n):
-        if run_now and items.growth(v) <= items.freeable(v):
-            forceable |= 1 << v
-    ready0 = 0
-    for v in range(n):
-        if not pmask[v]:
-            ready0 |= 1 << v
+    pmask = pred_masks(items)
+    forceable = forceable_mask(items, run_now)
+    ready0 = sum(1 << v for v in range(n) if not pmask[v])
     g0 = max(items.initial, lb)
     if n == 0:
         return SearchOutcome([], items.initial, items.initial, True)
@@ -147,12 +176,9 @@ def best_first(
         expanded += 1
         if expanded & 1023 == 0:
             if time_limit is not None and time.perf_counter() - t0 > time_limit:
-                stopped = f"time limit of {time_limit:g} s reached"
+                stopped = stop_message(time_limit, max_states, timed_out=True)
             elif len(seen) > max_states:
-                stopped = (
-                    f"state cap of {max_states} stored states reached; raise max_states "
-                    "or give a time limit to accept the best order found"
-                )
+                stopped = stop_message(time_limit, max_states, timed_out=False)
             if stopped:
                 bucket.append((state, L, ready))
                 break
@@ -163,15 +189,7 @@ def best_first(
             low = r & -r
             v = low.bit_length() - 1
             r ^= low
-            nxt = state | low
-            c, L2 = g, L
-            for out, delta, frees in steps[v]:
-                if L2 + out > c:
-                    c = L2 + out
-                L2 += delta
-                for size, cm in frees:
-                    if cm & nxt == cm:
-                        L2 -= size
+            c, L2 = apply_steps(steps[v], g, L, state | low)
             if L2 <= L and c == g:
                 R = low
                 break
@@ -182,24 +200,14 @@ def best_first(
             v = low.bit_length() - 1
             r ^= low
             nxt = state | low
-            g2, L2 = g, L
-            for out, delta, frees in steps[v]:
-                if L2 + out > g2:
-                    g2 = L2 + out
-                L2 += delta
-                for size, cm in frees:
-                    if cm & nxt == cm:
-                        L2 -= size
+            g2, L2 = apply_steps(steps[v], g, L, nxt)
             if g2 >= ub:
                 continue
             old = seen.get(nxt)
             if old is not None and old >> 20 <= g2:
                 continue
             seen[nxt] = (g2 << 20) | v
-            R2 = ready ^ low
-            for w in succs[v]:
-                if pmask[w] & nxt == pmask[w]:
-                    R2 |= 1 << w
+            R2 = ready_after(ready, v, nxt, succs[v], pmask)
             if g2 == g:
                 bucket.append((nxt, L2, R2))
             else:
@@ -214,6 +222,16 @@ def best_first(
         return _done(SearchOutcome(None, ub, bound, False, stopped=stopped), expanded, len(seen), t0)
     # The heap ran dry: no order peaks below ``ub``.
     return _done(SearchOutcome(None, ub, ub, True), expanded, len(seen), t0)
+
+
+def stop_message(time_limit: float | None, max_states: int, *, timed_out: bool) -> str:
+    """Why a search stopped early: its time limit, else its state cap (``SearchOutcome.stopped``)."""
+    if timed_out:
+        return f"time limit of {time_limit:g} s reached"
+    return (
+        f"state cap of {max_states} stored states reached; raise max_states "
+        "or give a time limit to accept the best order found"
+    )
 
 
 def _unwind(seen: dict[int, int], state: int) -> list[int]:
