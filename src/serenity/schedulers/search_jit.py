@@ -18,10 +18,11 @@ import time
 import numpy as np
 
 from serenity.schedulers.reduce import Items
-from serenity.schedulers.search import SearchOutcome
+from serenity.schedulers.search import SearchOutcome, forceable_mask, pred_masks, stop_message
 
 try:  # numba is a dependency, but keep the reference usable without it
-    from numba import njit, objmode
+    from numba import njit, objmode, types
+    from numba.extending import overload
 except ImportError:  # pragma: no cover - exercised only without numba
     AVAILABLE = False
 else:
@@ -30,9 +31,49 @@ else:
 #: Most items a state word can hold (bit 63 stays clear so states are non-negative).
 MAX_ITEMS = 63
 
-_FOUND, _DRY, _TIME, _CAP = 0, 1, 2, 3
+#: How a kernel stopped: the full state left the heap, the heap ran dry, time limit, state cap.
+FOUND, DRY, TIME, CAP = 0, 1, 2, 3
+
+
+def covers(masks: np.ndarray, i: int, words: object) -> bool:
+    """Whether every bit of ``masks[i]`` is set in ``words``: one ``int64`` word (this module's
+    kernel), or a row of words (:mod:`.search_wide`). Compiled code only (see the overload)."""
+    raise NotImplementedError("covers is implemented for compiled code only")
+
 
 if AVAILABLE:
+
+    @overload(covers)
+    def _covers(masks, i, words):  # type: ignore[no-untyped-def]
+        # numba picks the body by the type of ``words``, so both kernels share the helpers below.
+        if isinstance(words, types.Integer):
+
+            def one_word(masks, i, words):  # type: ignore[no-untyped-def]
+                return masks[i] & words == masks[i]
+
+            return one_word
+
+        def several_words(masks, i, words):  # type: ignore[no-untyped-def]
+            for w in range(words.size):  # noqa: SIM110 - a loop, not all() over a generator, in numba
+                if masks[i, w] & words[w] != masks[i, w]:
+                    return False
+            return True
+
+        return several_words
+
+    @njit(cache=True)
+    def apply_steps(steps, v, g, L, nxt):  # type: ignore[no-untyped-def]
+        """:func:`.search.apply_steps` on the flat arrays of :func:`flatten`: run item ``v``'s
+        steps from live bytes ``L`` and peak ``g``, ``nxt`` being the items run with ``v``.
+        Returns ``(peak, live)``."""
+        step_ptr, st_out, st_delta, free_ptr, free_size, free_mask = steps
+        for k in range(step_ptr[v], step_ptr[v + 1]):
+            g = max(g, L + st_out[k])
+            L += st_delta[k]
+            for f in range(free_ptr[k], free_ptr[k + 1]):
+                if covers(free_mask, f, nxt):
+                    L -= free_size[f]
+        return g, L
 
     @njit(cache=True)
     def _slot(tab: np.ndarray, state: np.int64) -> np.int64:
@@ -52,8 +93,7 @@ if AVAILABLE:
 
     @njit(cache=True)
     def _kernel(
-        n, step_ptr, st_out, st_delta, free_ptr, free_size, free_mask, succ_ptr, succ_idx, pmask,
-        forceable, initial, lb, ub, max_states, time_limit,
+        n, steps, succ_ptr, succ_idx, pmask, forceable, initial, lb, ub, max_states, time_limit,
     ):  # type: ignore[no-untyped-def]
         # 1. Tables: best clamped peak and last item per state; a heap of open states.
         tab = np.full(2 << 12, -1, np.int64)
@@ -79,7 +119,7 @@ if AVAILABLE:
         hg[0], hq[0], hs[0], hl[0], hr[0] = g0, 0, 0, initial, ready0
         size = 1
         expanded = 0
-        status = _DRY
+        status = DRY
         g = g0
         with objmode(t0="float64"):
             t0 = time.perf_counter()
@@ -105,17 +145,17 @@ if AVAILABLE:
             if tab[2 * _slot(tab, state) + 1] >> 8 != g:
                 continue
             if state == full:
-                status = _FOUND
+                status = FOUND
                 break
             expanded += 1
             if expanded & 4095 == 0:
                 with objmode(now="float64"):
                     now = time.perf_counter()
                 if time_limit >= 0 and now - t0 > time_limit:
-                    status = _TIME
+                    status = TIME
                 elif stored > max_states:
-                    status = _CAP
-                if status != _DRY:
+                    status = CAP
+                if status != DRY:
                     break
             # 3. Run-now rule, then expansion (as in the reference).
             R = ready
@@ -124,14 +164,7 @@ if AVAILABLE:
                 low = r & -r
                 v = 63 - _clz(low)
                 r ^= low
-                nxt = state | low
-                c, L2 = g, L
-                for k in range(step_ptr[v], step_ptr[v + 1]):
-                    c = max(c, L2 + st_out[k])
-                    L2 += st_delta[k]
-                    for f in range(free_ptr[k], free_ptr[k + 1]):
-                        if free_mask[f] & nxt == free_mask[f]:
-                            L2 -= free_size[f]
+                c, L2 = apply_steps(steps, v, g, L, state | low)
                 if L2 <= L and c == g:
                     R = low
                     break
@@ -141,13 +174,7 @@ if AVAILABLE:
                 v = 63 - _clz(low)
                 r ^= low
                 nxt = state | low
-                g2, L2 = g, L
-                for k in range(step_ptr[v], step_ptr[v + 1]):
-                    g2 = max(g2, L2 + st_out[k])
-                    L2 += st_delta[k]
-                    for f in range(free_ptr[k], free_ptr[k + 1]):
-                        if free_mask[f] & nxt == free_mask[f]:
-                            L2 -= free_size[f]
+                g2, L2 = apply_steps(steps, v, g, L, nxt)
                 if g2 >= ub:
                     continue
                 i = _slot(tab, nxt)
@@ -160,7 +187,7 @@ if AVAILABLE:
                 R2 = ready ^ low
                 for k in range(succ_ptr[v], succ_ptr[v + 1]):
                     w = succ_idx[k]
-                    if pmask[w] & nxt == pmask[w]:
+                    if covers(pmask, w, nxt):
                         R2 |= np.int64(1) << w
                 # 4. Push (grow the heap when full), sift up.
                 if size == hg.size:
@@ -190,7 +217,7 @@ if AVAILABLE:
                             b = _slot(tab, old[2 * a])
                             tab[2 * b], tab[2 * b + 1] = old[2 * a], old[2 * a + 1]
         order = np.zeros(n, np.int64)
-        if status == _FOUND:
+        if status == FOUND:
             state = full
             for pos in range(n - 1, -1, -1):
                 v = tab[2 * _slot(tab, state) + 1] & 255
@@ -271,32 +298,28 @@ def best_first_jit(
     if n == 0:
         return SearchOutcome([], items.initial, items.initial, True)
     t0 = time.perf_counter()
-    step_ptr, st_out, st_delta, free_ptr, free_size, free_masks, succ_ptr, succ_idx = flatten(items)
-    pmask = np.zeros(n, np.int64)
-    for v, ps in enumerate(items.preds):
-        for p in ps:
-            pmask[v] |= 1 << p
-    forceable = 0
-    for v in range(n):
-        if run_now and items.growth(v) <= items.freeable(v):
-            forceable |= 1 << v
-    status, g, expanded, stored, order = _kernel(
-        n, step_ptr, st_out, st_delta, free_ptr, free_size, np.array(free_masks, np.int64),
-        succ_ptr, succ_idx, pmask, np.int64(forceable), np.int64(items.initial), np.int64(lb),
-        np.int64(ub), np.int64(max_states), -1.0 if time_limit is None else float(time_limit),
+    *steps, free_masks, succ_ptr, succ_idx = flatten(items)
+    result = _kernel(
+        n, (*steps, np.array(free_masks, np.int64)), succ_ptr, succ_idx,
+        np.array(pred_masks(items), np.int64), np.int64(forceable_mask(items, run_now)),
+        np.int64(items.initial), np.int64(lb), np.int64(ub), np.int64(max_states),
+        -1.0 if time_limit is None else float(time_limit),
     )  # fmt: skip
-    stats = {"expanded": int(expanded), "stored": int(stored), "ms": round(1000 * (time.perf_counter() - t0))}
-    if status == _FOUND:
+    return outcome(*result, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states, t0=t0)
+
+
+def outcome(
+    status: int, g: int, expanded: int, stored: int, order: np.ndarray, *,
+    ub: int, lb: int, time_limit: float | None, max_states: int, t0: float,
+) -> SearchOutcome:  # fmt: skip
+    """A kernel's ``(status, peak, expanded, stored, order)`` as a :class:`.SearchOutcome`."""
+    if status == FOUND:
         out = SearchOutcome([int(v) for v in order], int(g), int(g), True)
-    elif status == _DRY:
+    elif status == DRY:
         out = SearchOutcome(None, ub, ub, True)
     else:
-        why = (
-            f"time limit of {time_limit:g} s reached"
-            if status == _TIME
-            else f"state cap of {max_states} stored states reached; raise max_states "
-            "or give a time limit to accept the best order found"
-        )
+        why = stop_message(time_limit, max_states, timed_out=status == TIME)
         out = SearchOutcome(None, ub, max(lb, min(int(g), ub)), False, stopped=why)
-    out.states, out.stored, out.stats = int(expanded), int(stored), stats
+    out.states, out.stored = int(expanded), int(stored)
+    out.stats = {"expanded": out.states, "stored": out.stored, "ms": round(1000 * (time.perf_counter() - t0))}
     return out

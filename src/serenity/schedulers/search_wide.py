@@ -13,8 +13,8 @@ import time
 import numpy as np
 
 from serenity.schedulers.reduce import Items
-from serenity.schedulers.search import SearchOutcome
-from serenity.schedulers.search_jit import AVAILABLE, flatten
+from serenity.schedulers.search import SearchOutcome, forceable_mask, pred_masks
+from serenity.schedulers.search_jit import AVAILABLE, CAP, DRY, FOUND, TIME, flatten, outcome
 
 BITS = 63
 #: Items are stored in 16 bits of a table value.
@@ -23,7 +23,7 @@ MAX_ITEMS = 65535
 if AVAILABLE:
     from numba import njit, objmode
 
-    from serenity.schedulers.search_jit import _clz
+    from serenity.schedulers.search_jit import _clz, apply_steps, covers
 
     @njit(cache=True)
     def _slot(tk, state, W):  # type: ignore[no-untyped-def]
@@ -50,8 +50,7 @@ if AVAILABLE:
 
     @njit(cache=True)
     def _kernel(
-        n, W, step_ptr, st_out, st_delta, free_ptr, free_size, free_mask, succ_ptr, succ_idx,
-        pmask, forceable, initial, lb, ub, max_states, time_limit,
+        n, W, steps, succ_ptr, succ_idx, pmask, forceable, initial, lb, ub, max_states, time_limit,
     ):  # type: ignore[no-untyped-def]
         # 1. Tables (keys, values) and the heap (peak, -seq, live, state words, ready words).
         tk = np.full((1 << 12, W), -1, np.int64)
@@ -85,7 +84,7 @@ if AVAILABLE:
         size = 1
         seq = 0
         expanded = 0
-        status = 1
+        status = DRY
         g = g0
         with objmode(t0="float64"):
             t0 = time.perf_counter()
@@ -121,17 +120,17 @@ if AVAILABLE:
                 if state[w] != full[w]:
                     done = False
             if done:
-                status = 0
+                status = FOUND
                 break
             expanded += 1
             if expanded & 4095 == 0:
                 with objmode(now="float64"):
                     now = time.perf_counter()
                 if time_limit >= 0 and now - t0 > time_limit:
-                    status = 2
+                    status = TIME
                 elif stored > max_states:
-                    status = 3
-                if status != 1:
+                    status = CAP
+                if status != DRY:
                     break
             # 3. Run-now rule, then expansion (as in the reference).
             R[:] = ready
@@ -146,18 +145,7 @@ if AVAILABLE:
                     r ^= low
                     nxt[:] = state
                     nxt[wi] |= low
-                    c, L2 = g, L
-                    for k in range(step_ptr[v], step_ptr[v + 1]):
-                        c = max(c, L2 + st_out[k])
-                        L2 += st_delta[k]
-                        for f in range(free_ptr[k], free_ptr[k + 1]):
-                            inside = True
-                            for w in range(W):
-                                if free_mask[f, w] & nxt[w] != free_mask[f, w]:
-                                    inside = False
-                                    break
-                            if inside:
-                                L2 -= free_size[f]
+                    c, L2 = apply_steps(steps, v, g, L, nxt)
                     if L2 <= L and c == g:
                         R[:] = 0
                         R[wi] = low
@@ -171,19 +159,7 @@ if AVAILABLE:
                     r ^= low
                     nxt[:] = state
                     nxt[wi] |= low
-                    c, L2 = g, L
-                    for k in range(step_ptr[v], step_ptr[v + 1]):
-                        c = max(c, L2 + st_out[k])
-                        L2 += st_delta[k]
-                        for f in range(free_ptr[k], free_ptr[k + 1]):
-                            inside = True
-                            for w in range(W):
-                                if free_mask[f, w] & nxt[w] != free_mask[f, w]:
-                                    inside = False
-                                    break
-                            if inside:
-                                L2 -= free_size[f]
-                    g2 = c
+                    g2, L2 = apply_steps(steps, v, g, L, nxt)
                     if g2 >= ub:
                         continue
                     i = _slot(tk, nxt, W)
@@ -219,12 +195,7 @@ if AVAILABLE:
                     hr[j, wi] ^= low
                     for k in range(succ_ptr[v], succ_ptr[v + 1]):
                         x = succ_idx[k]
-                        ok = True
-                        for w in range(W):
-                            if pmask[x, w] & nxt[w] != pmask[x, w]:
-                                ok = False
-                                break
-                        if ok:
+                        if covers(pmask, x, nxt):
                             hr[j, x // 63] |= np.int64(1) << (x % 63)
                     # 5. Keep the table at most half full.
                     if 2 * stored > tk.shape[0]:
@@ -237,7 +208,7 @@ if AVAILABLE:
                                 tk[b, :] = ok_[a]
                                 tv[b] = ov[a]
         order = np.zeros(n, np.int64)
-        if status == 0:
+        if status == FOUND:
             state[:] = full
             for pos in range(n - 1, -1, -1):
                 v = tv[_slot(tk, state, W)] & 65535
@@ -271,33 +242,13 @@ def best_first_wide(
         return SearchOutcome([], items.initial, items.initial, True)
     t0 = time.perf_counter()
     W = (n + BITS - 1) // BITS
-    step_ptr, st_out, st_delta, free_ptr, free_size, free_masks, succ_ptr, succ_idx = flatten(items)
+    *steps, free_masks, succ_ptr, succ_idx = flatten(items)
     masks = np.array([_words(m, W) for m in free_masks], np.int64).reshape(len(free_masks), W)
-    pmask = np.zeros((n, W), np.int64)
-    for v, ps in enumerate(items.preds):
-        for p in ps:
-            pmask[v, p // BITS] |= 1 << (p % BITS)
-    forceable = 0
-    for v in range(n):
-        if run_now and items.growth(v) <= items.freeable(v):
-            forceable |= 1 << v
-    status, g, expanded, stored, order = _kernel(
-        n, W, step_ptr, st_out, st_delta, free_ptr, free_size, masks, succ_ptr, succ_idx, pmask,
-        np.array(_words(forceable, W), np.int64), np.int64(items.initial), np.int64(lb),
-        np.int64(ub), np.int64(max_states), -1.0 if time_limit is None else float(time_limit),
+    pmask = np.array([_words(m, W) for m in pred_masks(items)], np.int64).reshape(n, W)
+    result = _kernel(
+        n, W, (*steps, masks), succ_ptr, succ_idx, pmask,
+        np.array(_words(forceable_mask(items, run_now), W), np.int64), np.int64(items.initial),
+        np.int64(lb), np.int64(ub), np.int64(max_states),
+        -1.0 if time_limit is None else float(time_limit),
     )  # fmt: skip
-    stats = {"expanded": int(expanded), "stored": int(stored), "ms": round(1000 * (time.perf_counter() - t0))}
-    if status == 0:
-        out = SearchOutcome([int(v) for v in order], int(g), int(g), True)
-    elif status == 1:
-        out = SearchOutcome(None, ub, ub, True)
-    else:
-        why = (
-            f"time limit of {time_limit:g} s reached"
-            if status == 2
-            else f"state cap of {max_states} stored states reached; raise max_states "
-            "or give a time limit to accept the best order found"
-        )
-        out = SearchOutcome(None, ub, max(lb, min(int(g), ub)), False, stopped=why)
-    out.states, out.stored, out.stats = int(expanded), int(stored), stats
-    return out
+    return outcome(*result, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states, t0=t0)
