@@ -156,18 +156,20 @@ def test_compiled_search_matches_reference(seed: int, n_ops: int, run_now: bool)
     assert simulate(g, order).peak == jit.peak
 
 
-def test_compiled_search_honours_caps() -> None:
-    from serenity.schedulers.search_jit import AVAILABLE, best_first_jit
+@pytest.mark.parametrize("kernel", ["search_jit", "search_wide"])
+def test_compiled_search_honours_caps(kernel: str) -> None:
+    from serenity.schedulers import search_jit, search_wide
 
-    if not AVAILABLE:
+    if not search_jit.AVAILABLE:
         pytest.skip("numba is not installed")
+    search = search_jit.best_first_jit if kernel == "search_jit" else search_wide.best_first_wide
     g = random_dag(13, 40, max_width=6)
     items = build_items(g.dense)
     lb = static_lower_bound(g.dense)
     opt = best_first(items, ub=10**12, lb=lb).peak
-    capped = best_first_jit(items, ub=10**12, lb=lb, max_states=10)
+    capped = search(items, ub=10**12, lb=lb, max_states=10)
     assert not capped.proven and "state cap" in capped.stopped and capped.lower_bound <= opt
-    timed = best_first_jit(items, ub=10**12, lb=lb, time_limit=0.0)
+    timed = search(items, ub=10**12, lb=lb, time_limit=0.0)
     assert not timed.proven and "time limit" in timed.stopped and timed.lower_bound <= opt
 
 

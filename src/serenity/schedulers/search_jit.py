@@ -76,6 +76,65 @@ if AVAILABLE:
         return g, L
 
     @njit(cache=True)
+    def heap_push(hg, hq, hp, size, g, q):  # type: ignore[no-untyped-def]
+        """Add the entry ``(g, q)`` to the binary heap of ``size`` entries, smallest ``(g, q)``
+        first. ``hp`` maps heap positions to payload rows and holds the free rows past ``size``;
+        the caller has written the new entry's payload at row ``hp[size]``."""
+        p = hp[size]
+        j = size
+        while j > 0:
+            up = (j - 1) // 2
+            if not (g < hg[up] or (g == hg[up] and q < hq[up])):
+                break
+            hg[j], hq[j], hp[j] = hg[up], hq[up], hp[up]
+            j = up
+        hg[j], hq[j], hp[j] = g, q, p
+
+    @njit(cache=True)
+    def heap_pop(hg, hq, hp, size):  # type: ignore[no-untyped-def]
+        """Remove the smallest entry of the heap of ``size`` entries and return its payload row,
+        which becomes free (``hp[size - 1]``): read it before the next push."""
+        p = hp[0]
+        size -= 1
+        kg, kq, kp = hg[size], hq[size], hp[size]
+        j = 0
+        while True:
+            c = 2 * j + 1
+            if c >= size:
+                break
+            if c + 1 < size and (hg[c + 1] < hg[c] or (hg[c + 1] == hg[c] and hq[c + 1] < hq[c])):
+                c += 1
+            if not (hg[c] < kg or (hg[c] == kg and hq[c] < kq)):
+                break
+            hg[j], hq[j], hp[j] = hg[c], hq[c], hp[c]
+            j = c
+        hg[j], hq[j], hp[j] = kg, kq, kp
+        hp[size] = p
+        return p
+
+    @njit(cache=True)
+    def grow(a):  # type: ignore[no-untyped-def]
+        """``a`` with twice the rows, the new ones zero."""
+        return np.concatenate((a, np.zeros_like(a)))
+
+    @njit(cache=True)
+    def grow_rows(hp):  # type: ignore[no-untyped-def]
+        """The heap's row map with twice the rows, the new rows free."""
+        return np.concatenate((hp, np.arange(hp.size, 2 * hp.size)))
+
+    @njit(cache=True)
+    def stop_status(t0, time_limit, stored, max_states):  # type: ignore[no-untyped-def]
+        """:data:`TIME` past the time limit (``< 0``: none), :data:`CAP` past the state cap,
+        else :data:`DRY` (go on)."""
+        with objmode(now="float64"):
+            now = time.perf_counter()
+        if time_limit >= 0 and now - t0 > time_limit:
+            return TIME
+        if stored > max_states:
+            return CAP
+        return DRY
+
+    @njit(cache=True)
     def _slot(tab: np.ndarray, state: np.int64) -> np.int64:
         """Index of ``state``'s pair in ``tab`` (key at ``2i``, ``peak << 8 | item`` at ``2i+1``),
         or of the empty pair where it would go; linear probing."""
@@ -95,16 +154,16 @@ if AVAILABLE:
     def _kernel(
         n, steps, succ_ptr, succ_idx, pmask, forceable, initial, lb, ub, max_states, time_limit,
     ):  # type: ignore[no-untyped-def]
-        # 1. Tables: best clamped peak and last item per state; a heap of open states.
+        # 1. Tables: best clamped peak and last item per state; a heap of open states (key:
+        #    peak, -seq; payload row: state, live bytes, ready set).
         tab = np.full(2 << 12, -1, np.int64)
-        stored = 0
         hcap = 1 << 12
         hg = np.zeros(hcap, np.int64)
         hq = np.zeros(hcap, np.int64)
+        hp = np.arange(hcap)
         hs = np.zeros(hcap, np.int64)
         hl = np.zeros(hcap, np.int64)
         hr = np.zeros(hcap, np.int64)
-        size = 0
         seq = 0
         full = (np.int64(1) << n) - 1
         g0 = max(initial, lb)
@@ -116,7 +175,8 @@ if AVAILABLE:
         tab[2 * i] = 0
         tab[2 * i + 1] = (g0 << 8) | 255
         stored = 1
-        hg[0], hq[0], hs[0], hl[0], hr[0] = g0, 0, 0, initial, ready0
+        hs[0], hl[0], hr[0] = 0, initial, ready0
+        heap_push(hg, hq, hp, 0, g0, 0)
         size = 1
         expanded = 0
         status = DRY
@@ -125,23 +185,10 @@ if AVAILABLE:
             t0 = time.perf_counter()
         while size > 0:
             # 2. Pop the smallest (peak, -seq).
-            g, state, L, ready = hg[0], hs[0], hl[0], hr[0]
+            g = hg[0]
+            p = heap_pop(hg, hq, hp, size)
             size -= 1
-            if size > 0:
-                kg, kq, ks, kl, kr = hg[size], hq[size], hs[size], hl[size], hr[size]
-                j = 0
-                while True:
-                    c = 2 * j + 1
-                    if c >= size:
-                        break
-                    if c + 1 < size and (hg[c + 1] < hg[c] or (hg[c + 1] == hg[c] and hq[c + 1] < hq[c])):
-                        c += 1
-                    if hg[c] < kg or (hg[c] == kg and hq[c] < kq):
-                        hg[j], hq[j], hs[j], hl[j], hr[j] = hg[c], hq[c], hs[c], hl[c], hr[c]
-                        j = c
-                    else:
-                        break
-                hg[j], hq[j], hs[j], hl[j], hr[j] = kg, kq, ks, kl, kr
+            state, L, ready = hs[p], hl[p], hr[p]
             if tab[2 * _slot(tab, state) + 1] >> 8 != g:
                 continue
             if state == full:
@@ -149,12 +196,7 @@ if AVAILABLE:
                 break
             expanded += 1
             if expanded & 4095 == 0:
-                with objmode(now="float64"):
-                    now = time.perf_counter()
-                if time_limit >= 0 and now - t0 > time_limit:
-                    status = TIME
-                elif stored > max_states:
-                    status = CAP
+                status = stop_status(t0, time_limit, stored, max_states)
                 if status != DRY:
                     break
             # 3. Run-now rule, then expansion (as in the reference).
@@ -189,25 +231,15 @@ if AVAILABLE:
                     w = succ_idx[k]
                     if covers(pmask, w, nxt):
                         R2 |= np.int64(1) << w
-                # 4. Push (grow the heap when full), sift up.
+                # 4. Push (grow the heap when full).
                 if size == hg.size:
-                    hg = np.concatenate((hg, np.zeros(size, np.int64)))
-                    hq = np.concatenate((hq, np.zeros(size, np.int64)))
-                    hs = np.concatenate((hs, np.zeros(size, np.int64)))
-                    hl = np.concatenate((hl, np.zeros(size, np.int64)))
-                    hr = np.concatenate((hr, np.zeros(size, np.int64)))
+                    hg, hq, hp = grow(hg), grow(hq), grow_rows(hp)
+                    hs, hl, hr = grow(hs), grow(hl), grow(hr)
+                p = hp[size]
+                hs[p], hl[p], hr[p] = nxt, L2, R2
                 seq += 1
-                kq = -seq
-                j = size
+                heap_push(hg, hq, hp, size, g2, -seq)
                 size += 1
-                while j > 0:
-                    p = (j - 1) // 2
-                    if g2 < hg[p] or (g2 == hg[p] and kq < hq[p]):
-                        hg[j], hq[j], hs[j], hl[j], hr[j] = hg[p], hq[p], hs[p], hl[p], hr[p]
-                        j = p
-                    else:
-                        break
-                hg[j], hq[j], hs[j], hl[j], hr[j] = g2, kq, nxt, L2, R2
                 # 5. Keep the table at most half full.
                 if 4 * stored > tab.size:
                     old = tab

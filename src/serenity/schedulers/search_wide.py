@@ -14,7 +14,7 @@ import numpy as np
 
 from serenity.schedulers.reduce import Items
 from serenity.schedulers.search import SearchOutcome, forceable_mask, pred_masks
-from serenity.schedulers.search_jit import AVAILABLE, CAP, DRY, FOUND, TIME, flatten, outcome
+from serenity.schedulers.search_jit import AVAILABLE, DRY, FOUND, flatten, outcome
 
 BITS = 63
 #: Items are stored in 16 bits of a table value.
@@ -23,7 +23,16 @@ MAX_ITEMS = 65535
 if AVAILABLE:
     from numba import njit, objmode
 
-    from serenity.schedulers.search_jit import _clz, apply_steps, covers
+    from serenity.schedulers.search_jit import (
+        _clz,
+        apply_steps,
+        covers,
+        grow,
+        grow_rows,
+        heap_pop,
+        heap_push,
+        stop_status,
+    )
 
     @njit(cache=True)
     def _slot(tk, state, W):  # type: ignore[no-untyped-def]
@@ -52,12 +61,14 @@ if AVAILABLE:
     def _kernel(
         n, W, steps, succ_ptr, succ_idx, pmask, forceable, initial, lb, ub, max_states, time_limit,
     ):  # type: ignore[no-untyped-def]
-        # 1. Tables (keys, values) and the heap (peak, -seq, live, state words, ready words).
+        # 1. Tables (keys, values) and the heap (key: peak, -seq; payload row: live bytes,
+        #    state words, ready words).
         tk = np.full((1 << 12, W), -1, np.int64)
         tv = np.zeros(1 << 12, np.int64)
         hcap = 1 << 12
         hg = np.zeros(hcap, np.int64)
         hq = np.zeros(hcap, np.int64)
+        hp = np.arange(hcap)
         hl = np.zeros(hcap, np.int64)
         hs = np.zeros((hcap, W), np.int64)
         hr = np.zeros((hcap, W), np.int64)
@@ -80,7 +91,8 @@ if AVAILABLE:
         tk[i, :] = state
         tv[i] = (g0 << 16) | 65535
         stored = 1
-        hg[0], hq[0], hl[0] = g0, 0, initial
+        hl[0] = initial
+        heap_push(hg, hq, hp, 0, g0, 0)
         size = 1
         seq = 0
         expanded = 0
@@ -90,29 +102,12 @@ if AVAILABLE:
             t0 = time.perf_counter()
         while size > 0:
             # 2. Pop the smallest (peak, -seq) into state/ready.
-            g, L = hg[0], hl[0]
-            state[:] = hs[0]
-            ready[:] = hr[0]
+            g = hg[0]
+            p = heap_pop(hg, hq, hp, size)
             size -= 1
-            if size > 0:
-                kg, kq, kl = hg[size], hq[size], hl[size]
-                j = 0
-                while True:
-                    c = 2 * j + 1
-                    if c >= size:
-                        break
-                    if c + 1 < size and (hg[c + 1] < hg[c] or (hg[c + 1] == hg[c] and hq[c + 1] < hq[c])):
-                        c += 1
-                    if hg[c] < kg or (hg[c] == kg and hq[c] < kq):
-                        hg[j], hq[j], hl[j] = hg[c], hq[c], hl[c]
-                        hs[j] = hs[c]
-                        hr[j] = hr[c]
-                        j = c
-                    else:
-                        break
-                hg[j], hq[j], hl[j] = kg, kq, kl
-                hs[j] = hs[size]
-                hr[j] = hr[size]
+            L = hl[p]
+            state[:] = hs[p]
+            ready[:] = hr[p]
             if tv[_slot(tk, state, W)] >> 16 != g:
                 continue
             done = True
@@ -124,12 +119,7 @@ if AVAILABLE:
                 break
             expanded += 1
             if expanded & 4095 == 0:
-                with objmode(now="float64"):
-                    now = time.perf_counter()
-                if time_limit >= 0 and now - t0 > time_limit:
-                    status = TIME
-                elif stored > max_states:
-                    status = CAP
+                status = stop_status(t0, time_limit, stored, max_states)
                 if status != DRY:
                     break
             # 3. Run-now rule, then expansion (as in the reference).
@@ -171,32 +161,20 @@ if AVAILABLE:
                     tv[i] = (g2 << 16) | v
                     # 4. Push (grow when full), with the ready set of the successor.
                     if size == hg.size:
-                        hg = np.concatenate((hg, np.zeros(size, np.int64)))
-                        hq = np.concatenate((hq, np.zeros(size, np.int64)))
-                        hl = np.concatenate((hl, np.zeros(size, np.int64)))
-                        hs = np.concatenate((hs, np.zeros((size, W), np.int64)))
-                        hr = np.concatenate((hr, np.zeros((size, W), np.int64)))
-                    seq += 1
-                    kq = -seq
-                    j = size
-                    size += 1
-                    while j > 0:
-                        p = (j - 1) // 2
-                        if g2 < hg[p] or (g2 == hg[p] and kq < hq[p]):
-                            hg[j], hq[j], hl[j] = hg[p], hq[p], hl[p]
-                            hs[j] = hs[p]
-                            hr[j] = hr[p]
-                            j = p
-                        else:
-                            break
-                    hg[j], hq[j], hl[j] = g2, kq, L2
-                    hs[j] = nxt
-                    hr[j] = ready
-                    hr[j, wi] ^= low
+                        hg, hq, hp = grow(hg), grow(hq), grow_rows(hp)
+                        hl, hs, hr = grow(hl), grow(hs), grow(hr)
+                    p = hp[size]
+                    hl[p] = L2
+                    hs[p] = nxt
+                    hr[p] = ready
+                    hr[p, wi] ^= low
                     for k in range(succ_ptr[v], succ_ptr[v + 1]):
                         x = succ_idx[k]
                         if covers(pmask, x, nxt):
-                            hr[j, x // 63] |= np.int64(1) << (x % 63)
+                            hr[p, x // 63] |= np.int64(1) << (x % 63)
+                    seq += 1
+                    heap_push(hg, hq, hp, size, g2, -seq)
+                    size += 1
                     # 5. Keep the table at most half full.
                     if 2 * stored > tk.shape[0]:
                         ok_, ov = tk, tv
