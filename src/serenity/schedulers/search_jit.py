@@ -7,8 +7,15 @@ open-addressing hash table in numpy arrays, and the open states sit in a binary 
 ``(peak, newest first)``. Ties may therefore be broken differently from the reference, so the
 order can differ while the peak cannot.
 
-numba compiles the kernel on first use and caches it next to this file (``cache=True``); when numba
-is missing :data:`AVAILABLE` is false and callers use the reference.
+The compiled pieces that do not depend on the state's width live here once and serve
+:mod:`.search_wide` too: :func:`apply_steps` (an item's steps, for the run-now check and for the
+expansion), :func:`covers` (a mask inside a state of one word or of several), the heap
+(:func:`heap_push`, :func:`heap_pop`, :func:`grow`) and :func:`stop_status`.
+
+numba compiles the kernels on first use and caches them next to the sources (``cache=True``); when
+numba is missing :data:`AVAILABLE` is false and callers use the reference. numba invalidates a
+cached kernel only when its own file changes: after editing a helper here, clear the cache
+(``__pycache__/*.nbi``, ``*.nbc``) so :mod:`.search_wide` is recompiled too.
 """
 
 from __future__ import annotations

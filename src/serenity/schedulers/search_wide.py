@@ -2,8 +2,9 @@
 
 The same search as :mod:`.search_jit` (and as the reference :func:`.search.best_first`), with a
 state stored as ``W`` words of 63 bits (item ``v`` is bit ``v % 63`` of word ``v // 63``). The hash
-table keeps ``W`` key words and one value word (``peak << 16 | last item``) per slot; the heap keeps
-the state and its ready set as ``W`` words each.
+table keeps ``W`` key words and one value word (``peak << 16 | last item``) per slot; the heap's
+payload rows keep the state and its ready set as ``W`` words each. The item steps, the heap and
+the stop check are the compiled helpers of :mod:`.search_jit`.
 """
 
 from __future__ import annotations
