@@ -102,7 +102,7 @@ def test_whole_peak_is_the_max_of_piece_peaks(g: Graph, seed: int) -> None:
 def test_piecewise_optimum_equals_brute_force(g: Graph) -> None:
     best = min(simulate(g, o).peak for o in all_orders(g))
 
-    def brute(pg: Graph, _limit: float | None):
+    def brute(pg: Graph, _limit: float | None, _floor: int):
         from serenity.schedulers.result import make_result
 
         o = min(all_orders(pg), key=lambda o: simulate(pg, o).peak)
@@ -119,3 +119,17 @@ def test_nas_like_blocks_with_skip_inputs_have_cuts() -> None:
     g = blocks(3, 6, skip=True)
     assert len(universal_cuts(g)) >= 1
     assert len(pieces(g, min_piece=1)) == len(universal_cuts(g)) + 1
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.builds(blocks, st.integers(0, 10**6), st.integers(2, 12), st.booleans()))
+def test_split_dp_equals_unsplit_dp(g: Graph) -> None:
+    from serenity.schedulers.dp import schedule_dp
+
+    whole = schedule_dp(g, split=False)
+    split = schedule_dp(g)
+    assert whole.proven_optimal and split.proven_optimal
+    assert split.peak == whole.peak == split.lower_bound
+    assert g.is_topological(split.order)
+    if len(pieces(g)) > 1:
+        assert split.stats["pieces"] == len(pieces(g))

@@ -3,6 +3,9 @@
 The exact scheduler of Ahn et al., "Ordering Chaos: Memory-Aware Scheduling of Irregularly Wired
 Neural Networks for Edge Devices" (MLSys 2020), made to solve whole networks:
 
+0. **Split** (:mod:`.hourglass`): cut the graph at its universal cuts (prefixes every order
+   shares, however many tensors cross them), solve the pieces independently and join them; the
+   joined order is optimal and the largest piece bound bounds the whole (proof in that module).
 1. **Reduce** (:mod:`.reduce`): fuse chain links into items by Liu's hill–valley rules (R1, R2)
    and sink single ops into their only reader (R3); each rule keeps an optimal order (proofs in
    that module), so the search over items is exact.
@@ -36,6 +39,7 @@ from serenity.schedulers.baselines import (
 )
 from serenity.schedulers.bounds import reachability, static_lower_bound
 from serenity.schedulers.decompose import neighbourhood, window_dense
+from serenity.schedulers.hourglass import schedule_in_pieces
 from serenity.schedulers.reduce import Items, build_items
 from serenity.schedulers.result import ScheduleResult, make_result
 from serenity.schedulers.search import SearchOutcome, best_first
@@ -60,6 +64,8 @@ def schedule_dp(
     max_states: int = MAX_STATES,
     use_windows: bool = True,
     fuse: bool = True,
+    split: bool = True,
+    floor: int = 0,
 ) -> ScheduleResult:
     """The order with the smallest peak, its lower bound, and whether it is proven optimal.
 
@@ -70,6 +76,10 @@ def schedule_dp(
             says when it was reached).
         use_windows: Sharpen the bound with exact window optima (step 4).
         fuse: Fuse chains before the search (step 1).
+        split: Solve the pieces between universal cuts independently (step 0).
+        floor: A peak the caller already knows the whole problem needs (another piece's bound):
+            any order at or below it is good enough, so the search stops there. With a floor,
+            ``proven_optimal`` means "peak <= max(floor, optimum)".
 
     Returns:
         A :class:`ScheduleResult`; ``stats`` holds the states explored and each step's figures.
@@ -84,6 +94,24 @@ def schedule_dp(
         >>> r.peak, r.proven_optimal
         (60, True)
     """
+    if split:
+        # 0. Pieces between universal cuts, each solved by steps 1-5 (``stats["pieces"]``).
+        joined = schedule_in_pieces(
+            graph,
+            lambda piece, limit, floor: schedule_dp(
+                piece,
+                time_limit=limit,
+                max_states=max_states,
+                use_windows=use_windows,
+                fuse=fuse,
+                split=False,
+                floor=floor,
+            ),
+            method="optimal",
+            time_limit=time_limit,
+        )
+        if joined is not None:
+            return joined
     t0 = time.perf_counter()
     d = graph.dense
 
@@ -102,19 +130,21 @@ def schedule_dp(
         "incumbent": f"{best.method}:{ub}",
     }
     # 4. Window bounds.
-    if use_windows and lb < ub and d.n_ops >= 2 * WINDOW_OPS:
+    if use_windows and max(lb, floor) < ub and d.n_ops >= 2 * WINDOW_OPS:
         lb, wstats = window_bound(d, lb, ub, left, scope_groups(graph))
         stats.update(wstats)
     # 5. Whole-graph search.
-    proven = lb >= ub
+    target = max(lb, floor)
+    proven = target >= ub
     states = 0
     if not proven:
-        out = search(items, ub=ub, lb=lb, time_limit=left(), max_states=max_states)
+        out = search(items, ub=ub, lb=target, time_limit=left(), max_states=max_states)
         states = out.states
         stats["stored"] = out.stored
         if out.order is not None:
             order = [v for i in out.order for v in items.ops[i]]
-        lb = max(lb, out.lower_bound)
+        if target == lb:  # a search clamped at a floor above lb proves nothing about this graph
+            lb = max(lb, out.lower_bound)
         proven = out.proven
         if out.stopped:
             stats["stopped"] = out.stopped
@@ -136,9 +166,7 @@ def incumbent(graph: Graph) -> ScheduleResult:
     return min((f(graph) for f in runs), key=lambda r: r.peak)
 
 
-def search(
-    items: Items, *, ub: int, lb: int, time_limit: float | None, max_states: int
-) -> SearchOutcome:
+def search(items: Items, *, ub: int, lb: int, time_limit: float | None, max_states: int) -> SearchOutcome:
     """The compiled search (one state word up to 63 items, several beyond) when numba is
     installed, else the pure-Python reference."""
     if not JIT_AVAILABLE or len(items) >= WIDE_MAX_ITEMS:

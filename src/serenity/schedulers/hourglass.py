@@ -22,10 +22,12 @@ tensors live across the cut. So every step costs the same bytes in the piece as 
 
 Hence ``min peak = max over pieces of min peak(piece)``, exactly, however many tensors cross a
 cut: the optimal orders of the pieces, joined, are optimal for the graph, and the largest lower
-bound of a piece bounds the whole graph. Cuts are found on any one topological order: a universal
-cut is a prefix of *every* order, and a prefix ``P`` is one iff every op ready after it (all
-its predecessors in ``P``) has all of ``P`` among its ancestors (every other op outside ``P``
-descends from a ready op).
+bound ``F`` of a piece bounds the whole graph. A piece need not reach its own optimum, only
+``max(F, its optimum)``: the joined peak is then at most ``max(F, max optima)`` = the optimum.
+
+Cuts are found on any one topological order: a universal cut is a prefix of *every* order, and
+a prefix ``P`` is one iff every op ready after it (all its predecessors in ``P``) has all of
+``P`` among its ancestors (every other op outside ``P`` descends from a ready op).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from serenity.ir import Graph, Op, Tensor
-from serenity.schedulers.result import ScheduleResult, make_result
+from serenity.schedulers.bounds import static_lower_bound
+from serenity.schedulers.result import ScheduleResult, make_result, op_lower_bound
 
 #: Pieces smaller than this are merged with their neighbour: a search that small is instant and
 #: a separate piece costs a graph rebuild.
@@ -121,7 +124,7 @@ def piece_graph(graph: Graph, parts: Sequence[Sequence[int]], j: int) -> Graph:
 
 def schedule_in_pieces(
     graph: Graph,
-    solve: Callable[[Graph, float | None], ScheduleResult],
+    solve: Callable[[Graph, float | None, int], ScheduleResult],
     *,
     method: str,
     time_limit: float | None = None,
@@ -131,7 +134,9 @@ def schedule_in_pieces(
 
     Args:
         graph: The graph.
-        solve: Schedules one piece graph within a time limit.
+        solve: Schedules one piece graph within a time limit, given a floor: a peak every
+            order of the whole graph needs, so that any piece order at or below it is good
+            enough (its result's ``proven_optimal`` then means "peak <= max(floor, optimum)").
         method: Name recorded in the result.
         time_limit: Seconds for all pieces together (shared out as they run).
         min_piece: Smallest piece worth splitting off (see :func:`pieces`).
@@ -144,21 +149,36 @@ def schedule_in_pieces(
     parts = pieces(graph, min_piece=min_piece)
     if len(parts) < 2:
         return None
+    graphs = [piece_graph(graph, parts, j) for j in range(len(parts))]
+    # The largest piece bound bounds the whole graph, so no piece needs to go below it.
+    floor = max(max(static_lower_bound(g.dense), op_lower_bound(g)) for g in graphs)
     order: list[int] = []
-    bound = 0
+    bound = floor
+    peak = 0
     proven = True
-    states = 0
+    states = items = incumbent = 0
     stopped = []
-    for j, part in enumerate(parts):
+    for j, (part, pg) in enumerate(zip(parts, graphs, strict=True)):
         left = None if time_limit is None else max(0.0, time_limit - (time.perf_counter() - t0))
-        r = solve(piece_graph(graph, parts, j), left)
+        r = solve(pg, left, floor)
         order.extend(part[i] for i in r.order)
         bound = max(bound, r.lower_bound)
-        proven = proven and r.proven_optimal
+        peak = max(peak, r.peak)
+        # Good enough: optimal for the piece, or at or below a peak the whole graph needs anyway.
+        proven = proven and (r.proven_optimal or r.peak <= floor)
         states += int(r.stats.get("states", 0))
+        items += int(r.stats.get("items", len(pg.ops)))
+        incumbent = max(incumbent, int(str(r.stats.get("incumbent", f"x:{r.peak}")).rsplit(":", 1)[1]))
         if r.stats.get("stopped"):
             stopped.append(f"piece {j}: {r.stats['stopped']}")
-    stats: dict[str, object] = {"pieces": len(parts), "largest_piece": max(map(len, parts)), "states": states}
+    stats: dict[str, object] = {
+        "ops": len(graph.ops),
+        "pieces": len(parts),
+        "largest_piece": max(map(len, parts)),
+        "items": items,
+        "incumbent": f"pieces:{incumbent}",
+        "states": states,
+    }
     if stopped:
         stats["stopped"] = "; ".join(stopped)
     return make_result(
@@ -166,7 +186,7 @@ def schedule_in_pieces(
         order,
         method=method,
         seconds=time.perf_counter() - t0,
-        lower_bound=bound,
+        lower_bound=peak if proven else bound,  # proven: the joined peak is the optimum
         proven=proven,
         stats=stats,
     )
