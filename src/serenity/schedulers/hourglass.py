@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from serenity.ir import Graph, Op, Tensor
-from serenity.schedulers.bounds import static_lower_bound
+from serenity.schedulers.bounds import reachability, static_lower_bound
 from serenity.schedulers.result import ScheduleResult, make_result, op_lower_bound
 
 #: Pieces smaller than this are merged with their neighbour: a search that small is instant and
@@ -55,12 +55,7 @@ def universal_cuts(graph: Graph) -> list[int]:
     d = graph.dense
     n = d.n_ops
     order = graph.listed_order
-    anc = [0] * n
-    for v in order:
-        a = 0
-        for p in d.preds[v]:
-            a |= anc[p] | (1 << p)
-        anc[v] = a
+    anc, _ = reachability(d)
     indeg = [len(p) for p in d.preds]
     ready = {v for v in range(n) if indeg[v] == 0}
     prefix = 0
