@@ -13,11 +13,12 @@ is refused with :class:`ExternalDataError`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -376,7 +377,7 @@ def _to_graph(m: onnx.ModelProto, where: str) -> Graph:
         tensors.append(Tensor(name, shape, dtype, nbytes))
 
     inputs = [vi.name for vi in g.input if vi.name not in constants]
-    for name in _names(
+    for name in itertools.chain(
         inputs, (o.name for o in g.output), (t for op in ops for t in (*op.inputs, *op.outputs))
     ):
         declare(name)
@@ -386,11 +387,6 @@ def _to_graph(m: onnx.ModelProto, where: str) -> Graph:
         raise CycleError(e.path, where=where) from e
     except GraphError as e:
         raise GraphError(f"{where}: {e}") from e
-
-
-def _names(*groups: Iterable[str]) -> Iterator[str]:
-    for group in groups:
-        yield from group
 
 
 # -- export ----------------------------------------------------------------------------------
