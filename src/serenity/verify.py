@@ -146,8 +146,8 @@ def _structure_problem(a: Model, b: Model) -> str | None:
         what = f"op '{extra.name}' ({extra.type}) is new" if extra else "an op is missing or repeated"
         return f"the models have different ops: {what}"
     # Producer/consumer indices move with the order; what a tensor is must not.
-    what = lambda g: {n: (t.shape, t.dtype, t.nbytes, t.constant) for n, t in g.tensors.items()}  # noqa: E731
-    if what(ga) != what(gb):
+    facts = lambda g: {n: (t.shape, t.dtype, t.nbytes, t.constant) for n, t in g.tensors.items()}  # noqa: E731
+    if facts(ga) != facts(gb):
         return "the models have different tensors"
     if (ga.inputs, ga.outputs) != (gb.inputs, gb.outputs):
         return "the models have different graph inputs or outputs"
