@@ -102,7 +102,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     }
     if args.plot:
         orders = {"listed": graph.listed_order, **{r.method: r.order for r in results}}
-        memory_timeline_png(graph, orders, Path(args.plot))
+        memory_timeline_png(graph, orders, Path(args.plot), title=Path(args.model).name)
     if args.json:
         emit_json(out)
         return EXIT_OK

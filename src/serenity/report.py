@@ -51,7 +51,9 @@ def status(message: str, *, quiet: bool = False) -> Iterator[None]:
         yield
 
 
-def memory_timeline_png(graph: Graph, orders: Mapping[str, Sequence[int]], path: Path) -> None:
+def memory_timeline_png(
+    graph: Graph, orders: Mapping[str, Sequence[int]], path: Path, *, title: str | None = None
+) -> None:
     """Plot live bytes per step for each order (one line each) and write a PNG atomically."""
     import matplotlib
 
@@ -61,15 +63,17 @@ def memory_timeline_png(graph: Graph, orders: Mapping[str, Sequence[int]], path:
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=120)
     for name, order in orders.items():
         prof = simulate(graph, order)
+        kib = [b / 1024 for b in prof.during]
+        # One horizontal segment per step, the last one included.
         ax.step(
-            range(len(prof.during)),
-            [b / 1024 for b in prof.during],
+            range(len(kib) + 1),
+            [*kib, kib[-1]] if kib else [0],
             where="post",
             label=f"{name} (peak {fmt_bytes(prof.peak)})",
         )
     ax.set_xlabel("step (op executed)")
     ax.set_ylabel("live activation memory (KiB)")
-    ax.set_title(f"Memory timeline: {graph.name}")
+    ax.set_title(f"Memory timeline: {title or graph.name}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
