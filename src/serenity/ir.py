@@ -316,6 +316,30 @@ def with_element_size(graph: Graph, element_bytes: int) -> Graph:
     return Graph(graph.name, graph.ops, tensors, graph.inputs, graph.outputs)
 
 
+def with_alignment(graph: Graph, alignment: int) -> Graph:
+    """A copy of ``graph`` whose activations occupy their size rounded up to ``alignment`` bytes.
+
+    TensorFlow Lite Micro places every buffer at a multiple of 16 bytes and rounds its size up
+    to one (``MicroArenaBufferAlignment()`` in ``micro_arena_constants.h``), so peaks computed on
+    ``with_alignment(g, 16)`` are the bytes its arena really holds. ``alignment=1`` returns
+    ``graph`` itself.
+
+    >>> g = Graph("g", [Op("a", "Relu", ("x",), ("y",))],
+    ...           [Tensor("x", (3,), "int8", 3), Tensor("y", (3,), "int8", 3)], ["x"], ["y"])
+    >>> [t.nbytes for t in with_alignment(g, 16).tensors.values()]
+    [16, 16]
+    """
+    if alignment <= 0:
+        raise ValueError("alignment must be positive")
+    if alignment == 1:
+        return graph
+    tensors = [
+        replace(t, nbytes=-(-t.nbytes // alignment) * alignment) if t.is_activation else t
+        for t in graph.tensors.values()
+    ]
+    return Graph(graph.name, graph.ops, tensors, graph.inputs, graph.outputs)
+
+
 def find_cycle(preds: Sequence[Sequence[int]]) -> list[int] | None:
     """A cycle of the graph given by predecessor lists, as ``[a, b, ..., a]``, or ``None``.
 

@@ -1,0 +1,12 @@
+"""Arena planners: where each activation buffer lives in one contiguous arena.
+
+Every planner shares one signature, ``plan(buffers, *, time_limit=None) -> ArenaPlan``, over the
+buffers of :func:`buffers_of` (or a plain buffer list, as minimalloc's CSV gives), and returns
+one record, :class:`ArenaPlan`. :func:`check_plan` validates any placement independently.
+"""
+
+from __future__ import annotations
+
+from serenity.planning.buffers import ArenaPlan, Buffer, align_up, buffers_of, check_plan, peak_of
+
+__all__ = ["ArenaPlan", "Buffer", "align_up", "buffers_of", "check_plan", "peak_of"]
