@@ -12,17 +12,53 @@
 
 Files: ``model = serenity.load("net.onnx")``, ``r = serenity.schedule(model.graph)``,
 ``serenity.save(model, r.order, "net.sched.onnx")``.
+
+The names below are imported on first use, so ``import serenity`` (and the command line's start)
+loads neither numpy, onnx nor numba until a command needs them.
 """
 
 from __future__ import annotations
 
-from serenity.errors import SerenityError
-from serenity.formats import Model, load, save
-from serenity.ir import Graph, Op, Tensor
-from serenity.memory import MemoryProfile, simulate
-from serenity.schedulers import ScheduleResult, schedule
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Public name -> the module that defines it.
+_LAZY = {
+    "Graph": "serenity.ir",
+    "Op": "serenity.ir",
+    "Tensor": "serenity.ir",
+    "MemoryProfile": "serenity.memory",
+    "simulate": "serenity.memory",
+    "Model": "serenity.formats",
+    "load": "serenity.formats",
+    "save": "serenity.formats",
+    "ScheduleResult": "serenity.schedulers",
+    "schedule": "serenity.schedulers",
+    "SerenityError": "serenity.errors",
+}
+
+if TYPE_CHECKING:
+    from serenity.errors import SerenityError
+    from serenity.formats import Model, load, save
+    from serenity.ir import Graph, Op, Tensor
+    from serenity.memory import MemoryProfile, simulate
+    from serenity.schedulers import ScheduleResult, schedule
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'serenity' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "Graph",

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from serenity import zoo
     from serenity.bench import QUICK, methods_available, run_bench
     from serenity.bench_report import table_rows, write_csv, write_plot
-    from serenity.cli import emit_json
+    from serenity.commands.common import emit_json
     from serenity.errors import SerenityError
 
     names = [*args.models, *(args.only or [])] or list(QUICK if args.quick else zoo.names())

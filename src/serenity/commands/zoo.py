@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from serenity import zoo
-    from serenity.cli import emit_json
+    from serenity.commands.common import emit_json
     from serenity.errors import SerenityError
     from serenity.fsutil import atomic_write_bytes
 

@@ -105,4 +105,15 @@ def save(model: Model, order: Sequence[int], path: str | Path) -> None:
         save_json(model, order, path)
 
 
-__all__ = ["FORMATS", "Model", "format_of", "load", "save"]
+def protected_files(model: Model) -> list[Path]:
+    """The files an output must never overwrite: the model file and the external-data files it
+    references (ONNX), whether or not they exist."""
+    if model.path is None:
+        return []
+    files = [model.path]
+    for loc in model.info.get("external_data", []):
+        files.append(model.path.parent / loc)
+    return files
+
+
+__all__ = ["FORMATS", "Model", "format_of", "load", "protected_files", "save"]

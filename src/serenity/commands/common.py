@@ -1,0 +1,160 @@
+"""What every subcommand shares: option validation, JSON output, and the output-path guard.
+
+Every check here runs before any work, so a bad option or output path costs nothing and loses
+nothing: each raises :class:`~serenity.errors.SerenityError` (exit 2, one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from serenity.errors import SerenityError
+
+#: The largest dimension ``--dim`` accepts: ONNX stores dimensions as int64.
+MAX_DIM = 2**62
+
+
+def parse_dims(items: Sequence[str] | None) -> dict[str, int]:
+    """``["N=1", "seq=128"]`` -> ``{"N": 1, "seq": 128}``.
+
+    >>> parse_dims(["batch=1"])
+    {'batch': 1}
+
+    Raises:
+        SerenityError: an item is not ``NAME=VALUE`` with ``0 < VALUE <= 2**62``.
+    """
+    dims: dict[str, int] = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value.isascii() or not value.isdigit() or not 0 < int(value) <= MAX_DIM:
+            raise SerenityError(f"--dim {item!r}: expected NAME=VALUE with an integer VALUE in 1..2^62")
+        dims[name] = int(value)
+    return dims
+
+
+def duration(text: str) -> float:
+    """argparse type: a finite, non-negative number of seconds (0: return the first answer)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative, finite number of seconds, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type: a seed for numpy's generators, ``0 <= seed < 2**63``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..2^63-1, got {text!r}")
+    return value
+
+
+def add_common(p: argparse.ArgumentParser, *, dims: bool = True) -> None:
+    """``--json`` and, for commands that load models, ``--dim``."""
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    if dims:
+        p.add_argument(
+            "--dim",
+            action="append",
+            metavar="NAME=VALUE",
+            help="value for a symbolic dimension (repeatable), e.g. --dim batch=1",
+        )
+
+
+def emit_json(obj: Any) -> None:
+    """Print one JSON object on stdout."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def methods(spec: str | None) -> list[str]:
+    """``"bfs,greedy"`` or ``"all"`` -> registered method names.
+
+    Raises:
+        SerenityError: a name is not a registered method.
+    """
+    from serenity.schedulers import SCHEDULERS
+
+    if not spec:
+        return []
+    if spec == "all":
+        return list(SCHEDULERS)
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    for m in names:
+        if m not in SCHEDULERS and m != "best":
+            raise SerenityError(f"unknown method '{m}' (known: best, {', '.join(SCHEDULERS)})")
+    return names
+
+
+class Deadline:
+    """The time left of a command's ``--time-limit``, counted from when the command started.
+
+    Loading counts against the limit, so a limit covers the whole command; what is left goes to
+    the search, which returns its best order when it runs out.
+    """
+
+    def __init__(self, limit: float | None, start: float | None = None) -> None:
+        self.limit = limit
+        self.start = time.perf_counter() if start is None else start
+
+    def left(self) -> float | None:
+        """Seconds left (``None``: no limit; never below zero)."""
+        if self.limit is None:
+            return None
+        return max(0.0, self.limit - (time.perf_counter() - self.start))
+
+
+def guard_outputs(outputs: Iterable[tuple[str, str | Path | None]], inputs: Iterable[Path]) -> list[Path]:
+    """Check every output path before any work; return them in order (``None`` entries dropped).
+
+    Each output must not be an input (a model file or one of its external-data files), nor
+    another output, nor a directory; its folder must exist and accept a new file (probed by
+    creating and removing one, which catches read-only mounts and ``/proc`` even for root), and
+    its name must fit the file system's limit.
+
+    Args:
+        outputs: ``(option, path)`` pairs, e.g. ``("-o", "out.onnx")``, ``("--plot", None)``.
+        inputs: Files that must never be written: the models and their data.
+
+    Raises:
+        SerenityError: naming the option, the path and the problem.
+    """
+    from serenity.fsutil import check_writable, same_file
+
+    protected = [Path(p) for p in inputs]
+    seen: list[tuple[str, Path]] = []
+    for option, raw in outputs:
+        if raw is None or raw == "":
+            continue
+        path = Path(raw)
+        for p in protected:
+            if same_file(path, p):
+                raise SerenityError(f"{path}: {option} would overwrite the input file {p}; refused")
+        for other_option, other in seen:
+            if same_file(path, other):
+                raise SerenityError(f"{path}: {option} and {other_option} name the same file")
+        check_writable(path, option)
+        seen.append((option, path))
+    return [p for _, p in seen]
