@@ -293,8 +293,40 @@ class Graph:
 
     @property
     def listed_order(self) -> Order:
-        """The order of the source file (always topological: importers check it)."""
+        """The order of the source file. TFLite and ONNX importers check it is topological (the
+        runtimes run it); a JSON graph may list its ops in any order (see :attr:`listed_problem`)."""
         return tuple(range(len(self.ops)))
+
+    @cached_property
+    def listed_problem(self) -> str | None:
+        """Why the listed order is not a valid schedule (the first edge it breaks), or ``None``."""
+        try:
+            self.check_order(self.listed_order)
+        except OrderError as e:
+            return str(e)
+        return None
+
+    @cached_property
+    def topological_order(self) -> Order:
+        """The listed order when it is topological, else Kahn's order taking the lowest-index
+        ready op first: a valid order every graph has, for algorithms that scan one."""
+        if self.listed_problem is None:
+            return self.listed_order
+        import heapq
+
+        preds, succs = self.dense.preds, self.dense.succs
+        indeg = [len(p) for p in preds]
+        ready = [v for v in range(len(self.ops)) if indeg[v] == 0]
+        heapq.heapify(ready)
+        order: list[int] = []
+        while ready:
+            v = heapq.heappop(ready)
+            order.append(v)
+            for w in succs[v]:
+                indeg[w] -= 1
+                if indeg[w] == 0:
+                    heapq.heappush(ready, w)
+        return tuple(order)
 
 
 def with_element_size(graph: Graph, element_bytes: int) -> Graph:

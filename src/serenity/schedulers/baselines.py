@@ -16,9 +16,16 @@ from serenity.schedulers.result import ScheduleResult, make_result
 
 
 def schedule_listed(graph: Graph, *, time_limit: float | None = None) -> ScheduleResult:
-    """The file's own order; for a ``.tflite`` this is the TFLite converter's schedule."""
+    """The file's own order; for a ``.tflite`` this is the TFLite converter's schedule.
+
+    A JSON graph may list its ops out of dependency order; then the nearest valid order stands in
+    (:attr:`~serenity.ir.Graph.topological_order`) and ``stats["listed_invalid"]`` says why.
+    """
     t0 = time.perf_counter()
-    return make_result(graph, graph.listed_order, method="listed", seconds=time.perf_counter() - t0)
+    stats = {"listed_invalid": graph.listed_problem} if graph.listed_problem else {}
+    return make_result(
+        graph, graph.topological_order, method="listed", seconds=time.perf_counter() - t0, stats=stats
+    )
 
 
 def schedule_bfs(graph: Graph, *, time_limit: float | None = None) -> ScheduleResult:

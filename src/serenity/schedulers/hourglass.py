@@ -46,15 +46,15 @@ MIN_PIECE = 8
 
 
 def universal_cuts(graph: Graph) -> list[int]:
-    """Positions ``k`` (0 < k < n) in the listed order after which the prefix is a universal cut.
+    """Positions ``k`` (0 < k < n) in :attr:`~serenity.ir.Graph.topological_order` after which the prefix is a universal cut.
 
-    The listed order is topological (importers check it), and every universal cut is a prefix of
-    every topological order, so scanning this one order finds them all. O(n · width) big-int
+    Every universal cut is a prefix of every topological order, so scanning one
+    (:attr:`~serenity.ir.Graph.topological_order`) finds them all. O(n · width) big-int
     operations on ancestor bitsets.
     """
     d = graph.dense
     n = d.n_ops
-    order = graph.listed_order
+    order = graph.topological_order
     anc, _ = reachability(d)
     indeg = [len(p) for p in d.preds]
     ready = {v for v in range(n) if indeg[v] == 0}
@@ -74,8 +74,9 @@ def universal_cuts(graph: Graph) -> list[int]:
 
 def pieces(graph: Graph, *, min_piece: int = MIN_PIECE) -> list[tuple[int, ...]]:
     """The op sets between consecutive universal cuts, in order, each at least ``min_piece`` ops
-    (except when the whole graph is smaller). Joined in order they are the listed order."""
-    order = graph.listed_order
+    (except when the whole graph is smaller). Joined in order they are the graph's
+    topological order."""
+    order = graph.topological_order
     bounds = [0]
     for k in universal_cuts(graph):
         if k - bounds[-1] >= min_piece:
