@@ -46,7 +46,8 @@ MIN_PIECE = 8
 
 
 def universal_cuts(graph: Graph) -> list[int]:
-    """Positions ``k`` (0 < k < n) in :attr:`~serenity.ir.Graph.topological_order` after which the prefix is a universal cut.
+    """Positions ``k`` (0 < k < n) in the graph's topological order after which the prefix is a
+    universal cut.
 
     Every universal cut is a prefix of every topological order, so scanning one
     (:attr:`~serenity.ir.Graph.topological_order`) finds them all. O(n · width) big-int
