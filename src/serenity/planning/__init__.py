@@ -7,6 +7,14 @@ one record, :class:`ArenaPlan`. :func:`check_plan` validates any placement indep
 
 from __future__ import annotations
 
-from serenity.planning.buffers import ArenaPlan, Buffer, align_up, buffers_of, check_plan, peak_of
+from collections.abc import Callable
 
-__all__ = ["ArenaPlan", "Buffer", "align_up", "buffers_of", "check_plan", "peak_of"]
+from serenity.planning.buffers import ArenaPlan, Buffer, align_up, buffers_of, check_plan, peak_of
+from serenity.planning.tflm_greedy import plan_tflm_greedy
+
+#: A planner: ``plan(buffers, *, time_limit=None) -> ArenaPlan``.
+Planner = Callable[..., ArenaPlan]
+#: Every registered planner by name (the name its :class:`ArenaPlan` carries).
+PLANNERS: dict[str, Planner] = {"tflm-greedy": plan_tflm_greedy}
+
+__all__ = ["PLANNERS", "ArenaPlan", "Buffer", "Planner", "align_up", "buffers_of", "check_plan", "peak_of"]
