@@ -97,7 +97,7 @@ def test_external_data_loads_without_weights_and_is_copied_on_export(tmp_path: P
     assert verify(model_dir / "b.onnx", out_dir / "b.onnx").ok
 
 
-@pytest.mark.parametrize("location", ["../evil.bin", "/etc/passwd", "sub/../../evil.bin", "missing.bin"])
+@pytest.mark.parametrize("location", ["../evil.bin", "/etc/passwd", "sub/../../evil.bin"])
 def test_external_data_path_tricks_are_refused(tmp_path: Path, location: str) -> None:
     model_dir = tmp_path / "m"
     model_dir.mkdir()

@@ -33,6 +33,26 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+class _Formatter(logging.Formatter):
+    """Warnings as one line, ``serenity: warning: ...``; ``-v`` progress as ``module: ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = " ".join(record.getMessage().split())
+        if record.levelno >= logging.WARNING:
+            return f"serenity: {record.levelname.lower()}: {text}"
+        return f"{record.name}: {text}"
+
+
+def _log_to_stderr(*, verbose: bool) -> None:
+    """Send the package's log records to stderr, one line each (once per process)."""
+    log = logging.getLogger("serenity")
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
+    if not any(isinstance(h.formatter, _Formatter) for h in log.handlers):
+        handler = logging.StreamHandler()  # stderr, looked up at each record
+        handler.setFormatter(_Formatter())
+        log.addHandler(handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand of :data:`COMMANDS` registered."""
     from serenity import __version__
@@ -53,11 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``serenity`` command; returns the exit code."""
     try:
         args = build_parser().parse_args(argv)
-        logging.basicConfig(
-            level=logging.INFO if args.verbose else logging.WARNING,
-            format="%(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        _log_to_stderr(verbose=args.verbose)
         return int(args.func(args))
     except KeyboardInterrupt:
         print("serenity: interrupted", file=sys.stderr)

@@ -49,8 +49,8 @@ class VerifyReport:
     runtime: str
     outputs: int
     max_abs_diff: float
-    peak_original: int
-    peak_reordered: int
+    peak_original: int | None
+    peak_reordered: int | None
     seed: int
     problems: tuple[str, ...]
     arena_original: int | None = None
@@ -70,7 +70,7 @@ def verify(
     Raises:
         SerenityError: either file cannot be loaded, or a runtime cannot run the original.
     """
-    a, b = load(original, dims=dims), load(reordered, dims=dims)
+    a, b = load(original, dims=dims, require_data=True), load(reordered, dims=dims, require_data=True)
     problems: list[str] = []
     if a.format != b.format:
         problems.append(f"formats differ: {a.format} vs {b.format}")
@@ -118,7 +118,8 @@ def _report(
     diff: float,
     seed: int,
 ) -> VerifyReport:
-    peak_b = simulate(b.graph, b.graph.listed_order).peak if order_ok and structure else -1
+    peak_b = simulate(b.graph, b.graph.listed_order).peak if order_ok and structure else None
+    peak_a = None if a.graph.listed_problem else simulate(a.graph, a.graph.listed_order).peak
     return VerifyReport(
         original=str(a.path),
         reordered=str(b.path),
@@ -130,7 +131,7 @@ def _report(
         runtime=runtime,
         outputs=n_out,
         max_abs_diff=diff,
-        peak_original=simulate(a.graph, a.graph.listed_order).peak,
+        peak_original=peak_a,
         peak_reordered=peak_b,
         seed=seed,
         problems=tuple(problems),

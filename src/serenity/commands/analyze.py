@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model, dims=dims)
     guard_outputs([("--plot", args.plot)], protected_files(model))
     graph = model.graph if not args.element_size else with_element_size(model.graph, args.element_size)
-    listed = simulate(graph, graph.listed_order)
+    invalid = graph.listed_problem
+    listed = simulate(graph, graph.topological_order)
     bound = op_lower_bound(graph)
     results = [schedule(graph, m, time_limit=deadline.left(), max_states=args.max_states) for m in names]
     out = {
@@ -65,15 +66,19 @@ def run(args: argparse.Namespace) -> int:
         "ops": len(graph.ops),
         "tensors": len(graph.tensors),
         "activation_tensors": len(graph.activations),
-        "peak_bytes": listed.peak,
-        "peak_step": listed.peak_step,
-        "peak_op": graph.ops[graph.listed_order[listed.peak_step]].name if listed.peak_step >= 0 else None,
+        "peak_bytes": None if invalid else listed.peak,
+        "peak_step": None if invalid else listed.peak_step,
+        "peak_op": graph.ops[graph.listed_order[listed.peak_step]].name
+        if listed.peak_step >= 0 and not invalid
+        else None,
+        "listed_order_invalid": invalid,
         "lower_bound": bound,
         "info": model.info,
         "methods": {r.method: {k: v for k, v in r.as_dict().items() if k != "order"} for r in results},
     }
     if args.plot:
-        orders = {"listed": graph.listed_order, **{r.method: r.order for r in results}}
+        orders = {} if invalid else {"listed": graph.listed_order}
+        orders.update({r.method: r.order for r in results})
         memory_timeline_png(graph, orders, Path(args.plot), title=Path(args.model).name)
     if args.json:
         emit_json(out)
@@ -83,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
         ("format", model.format),
         ("ops", str(len(graph.ops))),
         ("activation tensors", str(len(graph.activations))),
-        ("peak (listed order)", f"{fmt_bytes(listed.peak)} at op '{out['peak_op']}'"),
+        (
+            "peak (listed order)",
+            f"invalid order: {invalid}" if invalid else f"{fmt_bytes(listed.peak)} at op '{out['peak_op']}'",
+        ),
         ("op lower bound", fmt_bytes(bound)),
     ]
     table("Model", ["", ""], rows, show_header=False)
@@ -95,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
                 (
                     r.method,
                     fmt_bytes(r.peak),
-                    f"{listed.peak / r.peak:.3f}x" if r.peak else "-",
+                    f"{listed.peak / r.peak:.3f}x" if r.peak and not invalid else "-",
                     fmt_bytes(r.lower_bound),
                     "yes" if r.proven_optimal else "no",
                     f"{r.seconds:.3f}",

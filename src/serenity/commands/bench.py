@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from serenity.commands.common import duration
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` command."""
@@ -31,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--int8", action="store_true", help="same as --element-size 1")
     p.add_argument(
         "--time-limit",
-        type=float,
+        type=duration,
         default=60.0,
         metavar="S",
         help="seconds per method and network (default 60)",
@@ -56,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
     from serenity import zoo
     from serenity.bench import QUICK, methods_available, run_bench
     from serenity.bench_report import table_rows, write_csv, write_plot
-    from serenity.commands.common import emit_json
+    from serenity.commands.common import emit_json, guard_outputs
     from serenity.errors import SerenityError
+    from serenity.formats import referenced_files
 
     names = [*args.models, *(args.only or [])] or list(QUICK if args.quick else zoo.names())
     for n in names:
@@ -66,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
                 raise SerenityError(f"{n}: no such file")
         else:
             zoo.info(n)
+    inputs = [f for m in args.models for f in referenced_files(Path(m))]
+    guard_outputs([("--csv", args.csv), ("--plot", args.plot)], inputs)
     element_bytes = 1 if args.int8 else args.element_size
     time_limit = min(args.time_limit, 5.0) if args.quick else args.time_limit
     methods = methods_available()

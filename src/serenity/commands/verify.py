@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             ("order", "topological" if rep.order_valid else "INVALID"),
             ("runtime", rep.runtime),
             ("outputs", f"{rep.outputs} {ident[rep.outputs_identical]}"),
-            ("peak", f"{fmt_bytes(rep.peak_original)} -> {fmt_bytes(rep.peak_reordered)}"),
+            ("peak", f"{_peak(rep.peak_original)} -> {_peak(rep.peak_reordered)}"),
             *(
                 [("TFLM arena", f"{fmt_bytes(rep.arena_original)} -> {fmt_bytes(rep.arena_reordered)}")]
                 if rep.arena_original is not None and rep.arena_reordered is not None
@@ -54,3 +54,9 @@ def run(args: argparse.Namespace) -> int:
         show_header=False,
     )
     return 0 if rep.ok else 1
+
+
+def _peak(n: int | None) -> str:
+    from serenity.report import fmt_bytes
+
+    return "(invalid order)" if n is None else fmt_bytes(n)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from serenity.commands.common import seed
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``zoo`` command and its ``list`` / ``export`` actions."""
@@ -23,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ex = sub.add_parser("export", help="write one network as an ONNX file")
     ex.add_argument("name", help="a name from 'serenity zoo list'")
     ex.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="output file")
-    ex.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    ex.add_argument("--seed", type=seed, default=0, help="seed of the random weights (default 0)")
     ex.add_argument("--json", action="store_true", help="print one JSON object instead of a line")
     ex.set_defaults(func=run)
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from serenity import zoo
-    from serenity.commands.common import emit_json
+    from serenity.commands.common import emit_json, guard_outputs
     from serenity.errors import SerenityError
     from serenity.fsutil import atomic_write_bytes
 
@@ -67,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".onnx":
         raise SerenityError(f"{out}: zoo models are ONNX; give an output name ending in .onnx")
+    guard_outputs([("-o", out)], [])
     model = zoo.build(args.name, seed=args.seed)
     data = model.SerializeToString()
     atomic_write_bytes(out, data)

@@ -49,12 +49,14 @@ def format_of(path: Path) -> str:
     return fmt
 
 
-def load(path: str | Path, *, dims: Mapping[str, int] | None = None) -> Model:
+def load(path: str | Path, *, dims: Mapping[str, int] | None = None, require_data: bool = False) -> Model:
     """Load a model file into the IR.
 
     Args:
         path: A ``.onnx``, ``.tflite`` or ``.json`` file.
         dims: Values for symbolic dimensions, by name (``{"batch": 1}``).
+        require_data: Refuse an ONNX model whose external-data files are missing (to run it);
+            by default such a graph-only model loads with a warning (to schedule it).
 
     Raises:
         ModelFormatError: missing, truncated or corrupt file.
@@ -68,7 +70,7 @@ def load(path: str | Path, *, dims: Mapping[str, int] | None = None) -> Model:
     if fmt == "onnx":
         from serenity.formats.onnx_io import load_onnx
 
-        return load_onnx(path, dims=dims)
+        return load_onnx(path, dims=dims, require_data=require_data)
     if fmt == "tflite":
         from serenity.formats.tflite_io import load_tflite
 
@@ -116,4 +118,15 @@ def protected_files(model: Model) -> list[Path]:
     return files
 
 
-__all__ = ["FORMATS", "Model", "format_of", "load", "protected_files", "save"]
+def referenced_files(path: Path) -> list[Path]:
+    """``path`` and, for an ONNX file, the external-data files it names, read without loading
+    the model (an unreadable file yields just ``path``: loading it will say what is wrong)."""
+    path = Path(path)
+    if FORMATS.get(path.suffix.lower()) != "onnx" or not path.is_file():
+        return [path]
+    from serenity.formats.onnx_io import external_locations
+
+    return [path, *(path.parent / loc for loc in external_locations(path))]
+
+
+__all__ = ["FORMATS", "Model", "format_of", "load", "protected_files", "referenced_files", "save"]

@@ -59,6 +59,8 @@ def load_json(path: Path) -> Model:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFormatError(f"{path}: not a valid JSON graph: {e}") from e
+    except RecursionError as e:
+        raise ModelFormatError(f"{path}: not a valid JSON graph: nested too deeply") from e
     return Model(graph=from_dict(doc, str(path)), format="json", path=Path(path), source=doc)
 
 
@@ -74,8 +76,9 @@ def from_dict(doc: Any, where: str = "<json>") -> Graph:
     """Build a :class:`Graph` from a parsed JSON graph document."""
     if not isinstance(doc, dict) or doc.get("format") != "serenity-graph":
         raise ModelFormatError(f'{where}: not a serenity-graph document ("format" must be "serenity-graph")')
-    if doc.get("version") != 1:
-        raise ModelFormatError(f"{where}: unsupported serenity-graph version {doc.get('version')!r}")
+    version = doc.get("version")
+    if type(version) is not int or version != 1:
+        raise ModelFormatError(f"{where}: unsupported serenity-graph version {version!r} (expected 1)")
     tensors = []
     for i, t in enumerate(_req(doc, "tensors", list, where)):
         at = f"{where}: tensors[{i}]"
@@ -84,7 +87,9 @@ def from_dict(doc: Any, where: str = "<json>") -> Graph:
         if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
             raise ShapeError(f"{where}: tensor '{name}' has a shape with unknown or negative dims: {shape}")
         dtype = _req(t, "dtype", str, at)
-        constant = bool(t.get("constant", False))
+        constant = t.get("constant", False)
+        if not isinstance(constant, bool):
+            raise ModelFormatError(f"{at}: 'constant' must be true or false, not {constant!r}")
         if "bytes" in t:
             nbytes = t["bytes"]
             if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
@@ -100,23 +105,24 @@ def from_dict(doc: Any, where: str = "<json>") -> Graph:
         ins, outs = _req(o, "inputs", list, at), _req(o, "outputs", list, at)
         if not all(isinstance(n, str) for n in (*ins, *outs)):
             raise ModelFormatError(f"{at}: tensor names must be strings")
+        attributes = o.get("attributes", {})
+        if not isinstance(attributes, dict):
+            raise ModelFormatError(f"{at}: 'attributes' must be an object")
         ops.append(
             Op(
                 _req(o, "name", str, at),
                 _req(o, "type", str, at),
                 tuple(ins),
                 tuple(outs),
-                attributes=dict(o.get("attributes", {})),
+                attributes=attributes,
             )
         )
+    io = {key: _req(doc, key, list, where) for key in ("inputs", "outputs")}
+    for key, names in io.items():
+        if not all(isinstance(n, str) for n in names):
+            raise ModelFormatError(f"{where}: '{key}' must be a list of tensor names (strings)")
     try:
-        return Graph(
-            str(doc.get("name", "graph")),
-            ops,
-            tensors,
-            _req(doc, "inputs", list, where),
-            _req(doc, "outputs", list, where),
-        )
+        return Graph(str(doc.get("name", "graph")), ops, tensors, io["inputs"], io["outputs"])
     except CycleError as e:
         raise CycleError(e.path, where=where) from e
     except GraphError as e:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import math
 import os
 import shutil
@@ -24,7 +25,7 @@ from typing import Any
 
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 from serenity.errors import (
     CycleError,
@@ -36,8 +37,10 @@ from serenity.errors import (
     UnsupportedError,
 )
 from serenity.formats import Model
-from serenity.fsutil import atomic_path, atomic_write_bytes
+from serenity.fsutil import atomic_path, commit, staged_path
 from serenity.ir import Graph, Op, Tensor, find_cycle
+
+log = logging.getLogger("serenity")
 
 #: Bits per element of each supported ONNX element type.
 _BITS: dict[int, int] = {
@@ -67,8 +70,12 @@ _BITS: dict[int, int] = {
 _SMALL_EXTERNAL = 64 * 1024
 
 
-def load_onnx(path: Path, *, dims: Mapping[str, int] | None = None) -> Model:
+def load_onnx(path: Path, *, dims: Mapping[str, int] | None = None, require_data: bool = False) -> Model:
     """Load an ``.onnx`` file (see :func:`from_proto` for what is checked).
+
+    A graph-only model, whose external-data files are absent (weights stripped to share an
+    architecture), loads with a warning unless ``require_data``: only shapes are needed to
+    schedule it, and the file written back references the same external data.
 
     Raises:
         ModelFormatError: unreadable, truncated or corrupt file, or a failed ``onnx.checker``.
@@ -80,14 +87,28 @@ def load_onnx(path: Path, *, dims: Mapping[str, int] | None = None) -> Model:
         data = path.read_bytes()
     except OSError as e:
         raise ModelFormatError(f"{path}: cannot read: {e.strerror}") from e
+    proto = _parse(data, path)
+    if not proto.graph.node and not proto.graph.input and not proto.graph.output:
+        raise ModelFormatError(f"{path}: not a valid ONNX file (no graph found)")
+    return from_proto(proto, dims=dims, base_dir=path.parent, path=path, require_data=require_data)
+
+
+def _parse(data: bytes, path: Path) -> onnx.ModelProto:
     try:
         proto = onnx.ModelProto()
         proto.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:
         raise ModelFormatError(f"{path}: not a valid ONNX file (truncated or corrupt): {e}") from e
-    if not proto.graph.node and not proto.graph.input and not proto.graph.output:
-        raise ModelFormatError(f"{path}: not a valid ONNX file (no graph found)")
-    return from_proto(proto, dims=dims, base_dir=path.parent, path=path)
+    return proto
+
+
+def external_locations(path: Path) -> list[str]:
+    """The external-data locations an ONNX file names, unchecked (``[]`` if it cannot be parsed)."""
+    try:
+        proto = _parse(Path(path).read_bytes(), path)
+    except (OSError, ModelFormatError):
+        return []
+    return sorted({loc for t in _all_tensors(proto.graph) if (loc := _location(t))})
 
 
 def from_proto(
@@ -96,6 +117,7 @@ def from_proto(
     dims: Mapping[str, int] | None = None,
     base_dir: Path | None = None,
     path: Path | None = None,
+    require_data: bool = True,
 ) -> Model:
     """Build a :class:`Model` from an in-memory ``ModelProto`` (not modified).
 
@@ -104,6 +126,8 @@ def from_proto(
         dims: Values for symbolic input dimensions, by ``dim_param`` name.
         base_dir: Folder of the model file, for external data.
         path: The file it came from (for messages and export).
+        require_data: Refuse a model whose external-data files are missing (else warn and go
+            on: shapes are all scheduling needs; ``info["missing_data"]`` lists them).
 
     Raises:
         ModelFormatError: the model fails ``onnx.checker``.
@@ -114,22 +138,52 @@ def from_proto(
     """
     where = str(path) if path else (proto.graph.name or "<model>")
     _check_cycle(proto.graph, where)
-    external = check_external_data(proto, base_dir, where)
-    try:
-        # With a file, the checker resolves external data against the file's folder, not the cwd.
-        onnx.checker.check_model(str(path) if path is not None and external else proto)
-    except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.checker.ValidationError) as e:
-        text = " ".join(str(e).split())[:300] or type(e).__name__
-        raise ModelFormatError(f"{where}: invalid ONNX model: {text}") from e
-    inferred = _infer(proto, dims or {}, external, base_dir, where)
+    external, missing = check_external_data(proto, base_dir, where, require_data=require_data)
+    if missing:
+        log.warning(
+            "%s: external data %s missing: scheduling needs only shapes, so going on; outputs will "
+            "reference the same data files",
+            where,
+            ", ".join(f"'{m}'" for m in missing) + (" is" if len(missing) == 1 else " are"),
+        )
+    _check_model(proto, path, external, missing, where)
+    inferred = _infer(proto, dims or {}, external - set(missing), base_dir, where)
     graph = _to_graph(inferred, where)
     info = {
         "ir_version": proto.ir_version,
         "opsets": {op.domain or "ai.onnx": op.version for op in proto.opset_import},
         "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
         "external_data": sorted(external),
+        "missing_data": missing,
     }
     return Model(graph=graph, format="onnx", path=path, source=proto, info=info)
+
+
+def _check_model(
+    proto: onnx.ModelProto, path: Path | None, external: set[str], missing: list[str], where: str
+) -> None:
+    """``onnx.checker`` with full checks. With a file, the checker resolves external data against
+    the file's folder; when data files are missing, it runs on a copy in a temporary folder where
+    empty placeholders stand in for them (the checker only asks that each is a regular file)."""
+    try:
+        if missing:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="serenity-check-") as tmp:
+                for loc in external:
+                    place = Path(tmp) / loc
+                    place.parent.mkdir(parents=True, exist_ok=True)
+                    place.touch()
+                copy = Path(tmp) / "model.onnx"
+                copy.write_bytes(proto.SerializeToString())
+                onnx.checker.check_model(str(copy))
+        else:
+            onnx.checker.check_model(str(path) if path is not None and external else proto)
+    except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.checker.ValidationError) as e:
+        text = " ".join(str(e).split())[:300] or type(e).__name__
+        raise ModelFormatError(f"{where}: invalid ONNX model: {text}") from e
+    except ValueError as e:  # protobuf: a model over 2 GB cannot be serialised for the check
+        raise ModelFormatError(f"{where}: cannot check the ONNX model: {e}") from e
 
 
 def _check_cycle(g: onnx.GraphProto, where: str) -> None:
@@ -175,13 +229,26 @@ def _location(t: TensorProto) -> str:
     return next((e.value for e in t.external_data if e.key == "location"), "")
 
 
-def check_external_data(proto: onnx.ModelProto, base_dir: Path | None, where: str) -> set[str]:
-    """Check every external-data reference and return the set of locations.
+def _external_int(t: TensorProto, key: str, where: str) -> int | None:
+    text = next((e.value for e in t.external_data if e.key == key), None)
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise ExternalDataError(f"{where}: tensor '{t.name}' has external-data {key} {text!r}, not a number")
+    return int(text)
+
+
+def check_external_data(
+    proto: onnx.ModelProto, base_dir: Path | None, where: str, *, require_data: bool = True
+) -> tuple[set[str], list[str]]:
+    """Check every external-data reference; return the set of locations and the missing ones.
 
     Raises:
-        ExternalDataError: absolute path, a path leaving ``base_dir``, or a missing file.
+        ExternalDataError: absolute path, a path leaving ``base_dir``, an offset or length that is
+            not a number or lies beyond its file, or (with ``require_data``) a missing file.
     """
     locations: set[str] = set()
+    missing: set[str] = set()
     for t in _all_tensors(proto.graph):
         if t.data_location != TensorProto.EXTERNAL:
             continue
@@ -203,25 +270,49 @@ def check_external_data(proto: onnx.ModelProto, base_dir: Path | None, where: st
                 f"{where}: tensor '{t.name}' points to external data '{loc}' outside the model's "
                 "folder; refused"
             )
-        if not target.is_file():
-            raise ExternalDataError(f"{where}: external data file '{loc}' of tensor '{t.name}' is missing")
+        offset = _external_int(t, "offset", where) or 0
+        length = _external_int(t, "length", where)
         locations.add(loc)
-    return locations
+        if not target.is_file():
+            if require_data or target.exists():
+                raise ExternalDataError(
+                    f"{where}: external data file '{loc}' of tensor '{t.name}' is missing"
+                    + (" (verify needs the weights)" if not target.exists() else " (not a regular file)")
+                )
+            missing.add(loc)
+            continue
+        size = target.stat().st_size
+        need = offset + (length if length is not None else 0)
+        if offset > size or need > size:
+            raise ExternalDataError(
+                f"{where}: tensor '{t.name}' reads bytes {offset}..{need} of external data '{loc}', "
+                f"which has {size} bytes"
+            )
+    return locations, sorted(missing)
 
 
-def _load_small_external(proto: onnx.ModelProto, base_dir: Path) -> None:
-    """Load, in place, the integer external tensors small enough to matter for shape inference."""
+def _load_small_external(proto: onnx.ModelProto, base_dir: Path, available: set[str], where: str) -> None:
+    """Load, in place, the integer external tensors small enough to matter for shape inference
+    (from the ``available`` data files only).
+
+    Raises:
+        ExternalDataError: the stored bytes do not match the tensor's size.
+    """
     for t in _all_tensors(proto.graph):
-        if t.data_location != TensorProto.EXTERNAL:
+        if t.data_location != TensorProto.EXTERNAL or _location(t) not in available:
             continue
         if t.data_type not in (TensorProto.INT64, TensorProto.INT32):
             continue
         numel = math.prod(t.dims)
         if numel * _BITS[t.data_type] // 8 > _SMALL_EXTERNAL:
             continue
-        onnx.external_data_helper.load_external_data_for_tensor(t, str(base_dir))
-        t.data_location = TensorProto.DEFAULT
-        del t.external_data[:]
+        try:
+            onnx.external_data_helper.load_external_data_for_tensor(t, str(base_dir))
+            t.data_location = TensorProto.DEFAULT
+            del t.external_data[:]
+            numpy_helper.to_array(t)  # the bytes read must match the tensor's shape
+        except (OSError, ValueError) as e:
+            raise ExternalDataError(f"{where}: external data of tensor '{t.name}' is unreadable: {e}") from e
 
 
 # -- shapes ----------------------------------------------------------------------------------
@@ -238,7 +329,7 @@ def _infer(
     work = onnx.ModelProto()
     work.CopyFrom(proto)
     if external and base_dir is not None:
-        _load_small_external(work, base_dir)
+        _load_small_external(work, base_dir, external, where)
     used: set[str] = set()
     for vi in work.graph.input:
         for d in vi.type.tensor_type.shape.dim:
@@ -406,24 +497,43 @@ def save_onnx(model: Model, order: Sequence[int], path: Path) -> None:
 
     External-data files stay where they are when ``path`` is in the model's folder; otherwise
     they are copied beside ``path`` under the same relative names (an existing different file of
-    that name is refused, never overwritten).
+    that name is refused, never overwritten; missing ones, of a graph-only model, are not copied:
+    the output references them as the input did). The model is serialised to a temporary file
+    first; the data copies appear only after it was written, just before it is renamed into
+    place, and every file this call created is removed if anything fails.
 
     Raises:
         ExternalDataError: an external-data file would clash with a different existing one.
+        SerenityError: the model cannot be serialised or written.
     """
     path = Path(path)
     proto = permuted_proto(model.source, order)
-    locations = model.info.get("external_data", [])
-    if locations and model.path is not None:
-        src_dir, dst_dir = model.path.parent.resolve(), path.parent.resolve()
-        if src_dir != dst_dir:
-            for loc in locations:
-                _copy_external(src_dir / loc, dst_dir / loc, loc)
     try:
         data = proto.SerializeToString()
     except ValueError as e:
         raise SerenityError(f"{path}: model too large to serialise: {e}") from e
-    atomic_write_bytes(path, data)
+    copies: list[tuple[Path, Path, str]] = []
+    missing = set(model.info.get("missing_data", []))
+    if model.path is not None:
+        src_dir, dst_dir = model.path.parent.resolve(), path.parent.resolve()
+        if src_dir != dst_dir:
+            copies = [
+                (src_dir / loc, dst_dir / loc, loc)
+                for loc in model.info.get("external_data", [])
+                if loc not in missing
+            ]
+    created: list[Path] = []
+    with staged_path(path) as tmp:
+        tmp.write_bytes(data)
+        try:
+            for src, dst, loc in copies:
+                if _copy_external(src, dst, loc):
+                    created.append(dst)
+            commit(tmp, path)
+        except BaseException:
+            for p in created:
+                p.unlink(missing_ok=True)
+            raise
 
 
 def _digest(p: Path) -> str:
@@ -434,16 +544,25 @@ def _digest(p: Path) -> str:
     return h.hexdigest()
 
 
-def _copy_external(src: Path, dst: Path, loc: str) -> None:
+def _copy_external(src: Path, dst: Path, loc: str) -> bool:
+    """Copy one external-data file; ``False`` if an identical file is already there.
+
+    Raises:
+        ExternalDataError: a different file, or a folder, is already at ``dst``.
+    """
     if dst.exists():
-        if _digest(src) != _digest(dst):
+        if not dst.is_file() or _digest(src) != _digest(dst):
             raise ExternalDataError(
                 f"{dst}: a different file already exists where external data '{loc}' must go; refused"
             )
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
+        return False
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExternalDataError(f"{dst}: cannot create the folder for external data '{loc}': {e}") from e
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
+    return True
 
 
 def structure_problem(a: Model, b: Model) -> str | None:

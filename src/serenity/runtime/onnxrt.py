@@ -14,6 +14,10 @@ import onnxruntime as ort
 
 from serenity.errors import RuntimeFailure
 
+# onnxruntime logs warnings of its own (coloured, several lines) to stderr; errors reach the user
+# through RuntimeFailure instead, one line naming the file.
+ort.set_default_logger_severity(4)
+
 
 def session(model: Path | bytes) -> ort.InferenceSession:
     """An inference session that executes nodes in file order, single-threaded, unoptimised.
@@ -26,7 +30,7 @@ def session(model: Path | bytes) -> ort.InferenceSession:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so.log_severity_level = 4
     try:
         src = str(model) if isinstance(model, Path) else model
         return ort.InferenceSession(src, sess_options=so, providers=["CPUExecutionProvider"])
@@ -91,10 +95,13 @@ def run(model: Path | bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Run the model once and return its outputs in graph order.
 
     Raises:
-        RuntimeFailure: loading or running failed.
+        RuntimeFailure: loading or running failed (naming the file).
     """
     sess = session(model)
+    ro = ort.RunOptions()
+    ro.log_severity_level = 4
     try:
-        return [np.asarray(o) for o in sess.run(None, feeds)]
+        return [np.asarray(o) for o in sess.run(None, feeds, ro)]
     except Exception as e:
-        raise RuntimeFailure(f"onnxruntime failed to run the model: {_first_line(e)}") from e
+        name = model if isinstance(model, Path) else "<model bytes>"
+        raise RuntimeFailure(f"{name}: onnxruntime failed to run the model: {_first_line(e)}") from e
