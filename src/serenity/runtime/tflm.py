@@ -23,6 +23,13 @@ for large scratch buffers; on failure TFLM says how many bytes were ``missing`` 
 arena (at least doubling) and retry in a new child: after a failed allocation TFLM's state is
 not to be trusted, and with some tiny arenas it even crashes (then we retry at the bound).
 The head does not depend on the arena size.
+
+Embedded plans: a file carrying an ``OfflineMemoryAllocation`` entry (see
+:mod:`serenity.formats.tflite_plan`) has its listed tensors at fixed offsets; TFLM places the
+rest (unplanned tensors, kernels' scratch buffers) around them, so the head is at least the
+plan's extent. :func:`execute_planned` runs such a file and says whether the head *equals* the
+plan's extent (the plan was honoured and nothing TFLM placed itself went beyond it), next to
+the head :func:`serenity.planning.tflm_greedy.predict_tflm_arena` predicts.
 """
 
 from __future__ import annotations
@@ -44,7 +51,11 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
 
 from serenity.errors import ModelFormatError, RuntimeFailure, UnsupportedError
 from serenity.formats import Model
+from serenity.formats.tflite_bytes import TFLiteSource
 from serenity.formats.tflite_io import parse_tflite
+from serenity.formats.tflite_plan import offline_offsets
+from serenity.planning.buffers import align_up
+from serenity.planning.tflm_greedy import TFLM_ALIGNMENT, predict_tflm_arena
 
 #: A model given as a file path or as the file's bytes.
 ModelRef = bytes | str | os.PathLike[str]
@@ -222,6 +233,73 @@ def execute(
                 return _collect(work, report, inputs is not None, label)
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedRun:
+    """A TFLM run of a file, set against the arena plan it carries (if any).
+
+    Attributes:
+        result: The outputs and :class:`ArenaUsage` of the run.
+        planned: The embedded plan's extent, ``max(offset + size)`` over its tensors with sizes
+            rounded up to 16 bytes as TFLM rounds them; ``None`` without a plan.
+        predicted: The head the greedy model predicts for this file (with its plan), or ``None``
+            when the model cannot predict it (control flow, unmodelled scratch requests).
+        honoured: ``head == planned``: TFLM's arena is exactly the plan's; ``None`` without a plan.
+    """
+
+    result: TFLMResult
+    planned: int | None
+    predicted: int | None
+    honoured: bool | None
+
+    @property
+    def measured(self) -> int:
+        """TFLM's reported head (the planned, non-persistent arena)."""
+        return self.result.arena.head
+
+
+def planned_extent(model: ModelRef) -> int | None:
+    """The extent of the file's embedded ``OfflineMemoryAllocation`` plan, or ``None`` without one.
+
+    Raises:
+        ModelFormatError: the model or its plan cannot be read.
+    """
+    data, label = _read(model)
+    loaded = parse_tflite(data, Path(label))
+    if not isinstance(loaded.source, TFLiteSource) or not loaded.source.offline_plan:
+        return None
+    sizes = {n: align_up(t.nbytes, TFLM_ALIGNMENT) for n, t in loaded.graph.tensors.items()}
+    return max((o + sizes[n] for n, o in offline_offsets(loaded).items()), default=0)
+
+
+def execute_planned(
+    model: ModelRef, inputs: Sequence[np.ndarray] | None = None, *, timeout: float = 300.0
+) -> PlannedRun:
+    """:func:`execute` the model and compare TFLM's head with its embedded plan.
+
+    Args:
+        model: A ``.tflite`` path or its bytes.
+        inputs: Arrays for every graph input, or ``None`` to only allocate.
+        timeout: Seconds before a child process is killed.
+
+    Returns:
+        The run, the plan's extent, the predicted head and whether the plan was honoured.
+
+    Raises:
+        The errors of :func:`run`.
+    """
+    data, label = _read(model)
+    loaded = parse_tflite(data, Path(label))
+    planned = planned_extent(data)
+    try:
+        offline = offline_offsets(loaded) if planned is not None else None
+        predicted: int | None = predict_tflm_arena(loaded.graph, loaded.graph.listed_order, offline=offline)
+    except UnsupportedError:
+        predicted = None
+    result = execute(model, inputs, timeout=timeout)
+    honoured = None if planned is None else result.arena.head == planned
+    return PlannedRun(result, planned, predicted, honoured)
+
+
 def _arena_bound(model: Model) -> int:
     """The starting arena: no reuse at all (every activation rounded up to TFLM's 16-byte
     alignment) plus room for the persistent structures (64 KiB + 1 KiB per tensor and op)."""
@@ -313,14 +391,17 @@ def _collect(work: Path, report: dict[str, Any], ran: bool, label: str) -> TFLMR
 __all__ = [
     "ArenaUsage",
     "ModelRef",
+    "PlannedRun",
     "TFLMError",
     "TFLMResult",
     "TensorSpec",
     "arena_bytes",
     "arena_usage",
     "execute",
+    "execute_planned",
     "input_specs",
     "output_specs",
+    "planned_extent",
     "random_inputs",
     "run",
 ]
