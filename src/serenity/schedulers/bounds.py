@@ -48,11 +48,13 @@ def _mask_to_bool(mask: int, n: int) -> np.ndarray:
 
 
 def surely_live(d: Dense) -> np.ndarray:
-    """Bytes live while each op runs, in every order (int64 array indexed by op)."""
+    """Bytes live while each op runs, in every order (array indexed by op; ``int64``, or Python
+    ints in an object array when the sizes add up to more than ``int64`` holds)."""
     n = d.n_ops
     anc, desc = reachability(d)
     everyone = (1 << n) - 1
-    need = np.zeros(n, dtype=np.int64)
+    # Exact: int64 only when the sum of all sizes (the largest entry possible) fits.
+    need = np.zeros(n, dtype=np.int64 if sum(d.sizes) < 1 << 62 else object)
     for t, size in enumerate(d.sizes):
         if size == 0:
             continue
@@ -68,7 +70,7 @@ def surely_live(d: Dense) -> np.ndarray:
             if p >= 0:
                 live |= 1 << p
         if live:
-            need += size * _mask_to_bool(live, n)
+            need[_mask_to_bool(live, n)] += size
     return need
 
 

@@ -45,8 +45,10 @@ from serenity.schedulers.result import ScheduleResult, make_result
 from serenity.schedulers.search import SearchOutcome, best_first
 from serenity.schedulers.search_jit import AVAILABLE as JIT_AVAILABLE
 from serenity.schedulers.search_jit import MAX_ITEMS as JIT_MAX_ITEMS
-from serenity.schedulers.search_jit import best_first_jit
+from serenity.schedulers.search_jit import MAX_VALUE as JIT_MAX_VALUE
+from serenity.schedulers.search_jit import best_first_jit, scale_to_fit
 from serenity.schedulers.search_wide import MAX_ITEMS as WIDE_MAX_ITEMS
+from serenity.schedulers.search_wide import MAX_VALUE as WIDE_MAX_VALUE
 from serenity.schedulers.search_wide import best_first_wide
 
 #: Stored states at which the whole-graph search gives up (about 1 KB each: ~1 GB).
@@ -168,12 +170,17 @@ def incumbent(graph: Graph) -> ScheduleResult:
 
 def search(items: Items, *, ub: int, lb: int, time_limit: float | None, max_states: int) -> SearchOutcome:
     """The compiled search (one state word up to 63 items, several beyond) when numba is
-    installed, else the pure-Python reference."""
-    if not JIT_AVAILABLE or len(items) >= WIDE_MAX_ITEMS:
-        return best_first(items, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states)
-    if len(items) <= JIT_MAX_ITEMS:
-        return best_first_jit(items, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states)
-    return best_first_wide(items, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states)
+    installed and every byte count it could hold fits its ``int64`` packing once divided by the
+    gcd of the sizes (:func:`.search_jit.scale_to_fit`); else the pure-Python reference, whose
+    integers are unbounded. Either way the answer is exact."""
+    n = len(items)
+    if JIT_AVAILABLE and n < WIDE_MAX_ITEMS:
+        kernel, limit = (
+            (best_first_jit, JIT_MAX_VALUE) if n <= JIT_MAX_ITEMS else (best_first_wide, WIDE_MAX_VALUE)
+        )
+        if scale_to_fit(items, lb, ub, limit) is not None:
+            return kernel(items, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states)
+    return best_first(items, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states)
 
 
 def scope_groups(graph: Graph) -> list[set[int]]:

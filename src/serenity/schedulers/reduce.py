@@ -57,6 +57,7 @@ with its inputs, then ``(e2 - a_j, a_k - a_j, ())`` for the rest, which reproduc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from serenity.ir import Dense
@@ -93,6 +94,39 @@ class Items:
     def growth(self, v: int) -> int:
         """Bytes item ``v`` leaves live if it frees nothing (the sum of its deltas)."""
         return sum(delta for _, delta, _ in self.steps[v])
+
+    def magnitude(self) -> int:
+        """A bound on every live-byte count and peak of the item model: the initial bytes plus
+        every step's ``|out|``, ``|delta|`` and freed sizes. A kernel whose integers hold this
+        cannot overflow."""
+        total = self.initial
+        for row in self.steps:
+            for out, delta, frees in row:
+                total += abs(out) + abs(delta) + sum(size for size, _ in frees)
+        return total
+
+    def size_gcd(self) -> int:
+        """The gcd of every byte count of the model (0 when all are 0): every peak is a multiple."""
+        g = self.initial
+        for row in self.steps:
+            for out, delta, frees in row:
+                g = math.gcd(g, out, delta, *(size for size, _ in frees))
+        return g
+
+    def scaled(self, k: int) -> Items:
+        """The same items with every byte count divided by ``k``, which must divide them all
+        (:meth:`size_gcd`). Every peak of the scaled model times ``k`` is the peak of this one:
+        the search only adds, subtracts and compares byte counts."""
+        if k == 1:
+            return self
+        steps = tuple(
+            tuple(
+                (out // k, delta // k, tuple((size // k, m) for size, m in frees))
+                for out, delta, frees in row
+            )
+            for row in self.steps
+        )
+        return Items(self.ops, steps, self.preds, self.succs, self.initial // k)
 
 
 @dataclass(slots=True)

@@ -131,8 +131,11 @@ def best_first(
         ub: Peak of an order already known; only strictly better orders are searched for.
         lb: A lower bound on the optimum. A larger ``lb`` is allowed (window searches pass the
             whole graph's bound); the answer is then exact only up to ``max(OPT, lb)``.
-        time_limit: Seconds before the search gives up (then ``proven`` is false).
-        max_states: Cap on stored states; reaching it stops the search (``stopped`` says so).
+        time_limit: Seconds before the search gives up (then ``proven`` is false); the clock is
+            read every 256 expansions.
+        max_states: Cap on stored states, exact: a state that would be stored beyond it stops
+            the search (``stopped`` says so). At most ``max(1, max_states)`` states are stored
+            (the start state always is). Integers are Python ints: no size overflows.
         run_now: Apply the run-now rule (off only to test that it changes nothing).
 
     Returns:
@@ -148,6 +151,7 @@ def best_first(
     g0 = max(items.initial, lb)
     if n == 0:
         return SearchOutcome([], items.initial, items.initial, True)
+    assert n < 1 << 20, "items are packed in 20 bits"
     # seen[state] = (g << 20) | v: the best clamped peak reaching state and the last item run.
     seen: dict[int, int] = {0: g0 << 20}
     # Open states by peak: a heap of the distinct peaks, and a stack per peak (last in, first
@@ -174,14 +178,9 @@ def best_first(
         if state == full:
             return _done(SearchOutcome(_unwind(seen, state), g, g, True), expanded, len(seen), t0)
         expanded += 1
-        if expanded & 1023 == 0:
-            if time_limit is not None and time.perf_counter() - t0 > time_limit:
-                stopped = stop_message(time_limit, max_states, timed_out=True)
-            elif len(seen) > max_states:
-                stopped = stop_message(time_limit, max_states, timed_out=False)
-            if stopped:
-                bucket.append((state, L, ready))
-                break
+        if expanded & 255 == 0 and time_limit is not None and time.perf_counter() - t0 > time_limit:
+            stopped = stop_message(time_limit, max_states, timed_out=True)
+            break
         # 1. Run-now rule: a forceable ready item that frees what it keeps and costs no more
         #    than the peak so far is the only successor.
         r = R & forceable
@@ -206,6 +205,9 @@ def best_first(
             old = seen.get(nxt)
             if old is not None and old >> 20 <= g2:
                 continue
+            if old is None and len(seen) >= max_states:  # the cap is exact: never store one more
+                stopped = stop_message(time_limit, max_states, timed_out=False)
+                break
             seen[nxt] = (g2 << 20) | v
             R2 = ready_after(ready, v, nxt, succs[v], pmask)
             if g2 == g:
@@ -217,6 +219,8 @@ def best_first(
                     heapq.heappush(levels, g2)
                 else:
                     b2.append((nxt, L2, R2))
+        if stopped:
+            break
     if stopped:
         bound = max(lb, min(g, ub))
         return _done(SearchOutcome(None, ub, bound, False, stopped=stopped), expanded, len(seen), t0)

@@ -12,6 +12,20 @@ The compiled pieces that do not depend on the state's width live here once and s
 expansion), :func:`covers` (a mask inside a state of one word or of several), the heap
 (:func:`heap_push`, :func:`heap_pop`, :func:`grow`) and :func:`stop_status`.
 
+**Exact arithmetic.** Byte counts are Python ints everywhere else; a kernel holds them in
+``int64`` and packs ``peak << 8 | item`` (``<< 16`` in :mod:`.search_wide`) into one word. Before
+a kernel runs, :func:`scale_to_fit` divides every byte count by the gcd of the sizes and the
+bounds (exact: the search only adds, subtracts and compares them, so the peak of the scaled
+problem times the gcd is the peak) and checks that the largest value the kernel could hold,
+:meth:`.Items.magnitude`, fits the packing; when it does not the caller falls back to the
+pure-Python search, whose integers are unbounded. No result is ever computed in a type that
+could have wrapped.
+
+**Stopping.** The kernel polls the clock every :data:`POLL` expansions (through ``objmode``) and
+checks the state cap on every store, so ``max_states`` is exact. Ctrl-C must not raise inside
+``objmode`` (numba turns that into a ``SystemError``): :func:`deferred_sigint` makes SIGINT set a
+flag the poll reports, and re-raises ``KeyboardInterrupt`` once the kernel has returned.
+
 numba compiles the kernels on first use and caches them next to the sources (``cache=True``); when
 numba is missing :data:`AVAILABLE` is false and callers use the reference. numba invalidates a
 cached kernel only when its own file changes: after editing a helper here, clear the cache
@@ -20,7 +34,13 @@ cached kernel only when its own file changes: after editing a helper here, clear
 
 from __future__ import annotations
 
+import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,9 +57,91 @@ else:
 
 #: Most items a state word can hold (bit 63 stays clear so states are non-negative).
 MAX_ITEMS = 63
+#: Largest byte count the kernel may hold: ``peak << 8 | item`` must stay below 2**63.
+MAX_VALUE = (1 << 55) - 1
+#: Expansions between two polls of the clock (and of Ctrl-C).
+POLL = 256
 
-#: How a kernel stopped: the full state left the heap, the heap ran dry, time limit, state cap.
-FOUND, DRY, TIME, CAP = 0, 1, 2, 3
+#: How a kernel stopped: the full state left the heap, the heap ran dry, time limit, state cap,
+#: Ctrl-C.
+FOUND, DRY, TIME, CAP, INTERRUPTED = 0, 1, 2, 3, 4
+
+
+class _Sigint:
+    """Set by the SIGINT handler of :func:`deferred_sigint`, read by :func:`poll`."""
+
+    hit = False
+
+
+def poll(deadline: float) -> int:
+    """:data:`INTERRUPTED` after Ctrl-C, :data:`TIME` past ``deadline`` (a ``perf_counter``
+    instant; ``< 0``: none), else :data:`DRY` (go on). Plain Python, called from the kernels'
+    ``objmode``: it never raises."""
+    if _Sigint.hit:
+        return INTERRUPTED
+    if deadline >= 0 and time.perf_counter() > deadline:
+        return TIME
+    return DRY
+
+
+@contextmanager
+def deferred_sigint() -> Iterator[None]:
+    """Run a kernel with Ctrl-C turned into a flag; raise ``KeyboardInterrupt`` after it returns.
+
+    Only the main thread can install signal handlers; elsewhere the default stays (SIGINT is
+    delivered to the main thread anyway).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _Sigint.hit = False
+
+    def handler(signum: int, frame: object) -> None:
+        _Sigint.hit = True
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        hit, _Sigint.hit = _Sigint.hit, False
+    if hit:
+        if callable(old):
+            old(signal.SIGINT, None)
+        else:
+            raise KeyboardInterrupt
+
+
+def deadline_of(time_limit: float | None, t0: float) -> float:
+    """The ``perf_counter`` instant a kernel stops at (``-1.0``: no limit)."""
+    return -1.0 if time_limit is None else t0 + max(0.0, time_limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Scaled:
+    """A search problem divided by ``k`` so that a kernel holds it exactly (:func:`scale_to_fit`)."""
+
+    items: Items
+    k: int
+    lb: int
+    ub: int
+
+
+def scale_to_fit(items: Items, lb: int, ub: int, max_value: int) -> Scaled | None:
+    """The problem with byte counts divided by their gcd ``k``, or ``None`` if even then some
+    value the kernel could hold exceeds ``max_value``.
+
+    ``ub`` is first lowered to the next multiple of the size gcd above every reachable value
+    (``max(magnitude, lb)``): no state reaches it, so the pruning is the same. ``k`` divides the
+    sizes, ``lb`` and that ``ub``, so dividing is exact and the answer times ``k`` is the answer.
+    """
+    top = items.magnitude()
+    g0 = items.size_gcd() or 1
+    ub2 = min(ub, (max(top, lb) // g0 + 1) * g0)
+    k = math.gcd(g0, lb, ub2) or 1
+    if ub2 // k > max_value or top // k > max_value:
+        return None
+    return Scaled(items.scaled(k), k, lb // k, ub2 // k)
 
 
 def covers(masks: np.ndarray, i: int, words: object) -> bool:
@@ -130,16 +232,11 @@ if AVAILABLE:
         return np.concatenate((hp, np.arange(hp.size, 2 * hp.size)))
 
     @njit(cache=True)
-    def stop_status(t0, time_limit, stored, max_states):  # type: ignore[no-untyped-def]
-        """:data:`TIME` past the time limit (``< 0``: none), :data:`CAP` past the state cap,
-        else :data:`DRY` (go on)."""
-        with objmode(now="float64"):
-            now = time.perf_counter()
-        if time_limit >= 0 and now - t0 > time_limit:
-            return TIME
-        if stored > max_states:
-            return CAP
-        return DRY
+    def stop_status(deadline):  # type: ignore[no-untyped-def]
+        """:func:`poll` from compiled code: :data:`INTERRUPTED`, :data:`TIME` or :data:`DRY`."""
+        with objmode(status="int64"):
+            status = poll(deadline)
+        return status
 
     @njit(cache=True)
     def _slot(tab: np.ndarray, state: np.int64) -> np.int64:
@@ -159,7 +256,7 @@ if AVAILABLE:
 
     @njit(cache=True)
     def _kernel(
-        n, steps, succ_ptr, succ_idx, pmask, forceable, initial, lb, ub, max_states, time_limit,
+        n, steps, succ_ptr, succ_idx, pmask, forceable, initial, lb, ub, max_states, deadline,
     ):  # type: ignore[no-untyped-def]
         # 1. Tables: best clamped peak and last item per state; a heap of open states (key:
         #    peak, -seq; payload row: state, live bytes, ready set).
@@ -186,11 +283,9 @@ if AVAILABLE:
         heap_push(hg, hq, hp, 0, g0, 0)
         size = 1
         expanded = 0
-        status = DRY
+        status = stop_status(deadline)
         g = g0
-        with objmode(t0="float64"):
-            t0 = time.perf_counter()
-        while size > 0:
+        while size > 0 and status == DRY:
             # 2. Pop the smallest (peak, -seq).
             g = hg[0]
             p = heap_pop(hg, hq, hp, size)
@@ -202,8 +297,8 @@ if AVAILABLE:
                 status = FOUND
                 break
             expanded += 1
-            if expanded & 4095 == 0:
-                status = stop_status(t0, time_limit, stored, max_states)
+            if expanded % POLL == 0:
+                status = stop_status(deadline)
                 if status != DRY:
                     break
             # 3. Run-now rule, then expansion (as in the reference).
@@ -230,6 +325,9 @@ if AVAILABLE:
                 if tab[2 * i] == nxt and tab[2 * i + 1] >> 8 <= g2:
                     continue
                 if tab[2 * i] != nxt:
+                    if stored >= max_states:  # the cap is exact: never store one more
+                        status = CAP
+                        break
                     tab[2 * i] = nxt
                     stored += 1
                 tab[2 * i + 1] = (g2 << 8) | v
@@ -328,37 +426,48 @@ def best_first_jit(
 ) -> SearchOutcome:
     """:func:`serenity.schedulers.search.best_first` compiled; ``len(items) <= MAX_ITEMS``.
 
+    At most ``max(1, max_states)`` states are stored (the start state always is).
+
     Raises:
-        ValueError: too many items for one state word, or numba is not installed.
+        ValueError: too many items for one state word, numba is not installed, or the byte
+            counts do not fit the kernel's integers even divided by their gcd (see
+            :func:`scale_to_fit`; the pure-Python search has no such limit).
+        KeyboardInterrupt: Ctrl-C during the search.
     """
+    t0 = time.perf_counter()
     n = len(items)
     if not AVAILABLE or n > MAX_ITEMS:
         raise ValueError(f"the compiled search needs numba and at most {MAX_ITEMS} items (got {n})")
     if n == 0:
         return SearchOutcome([], items.initial, items.initial, True)
-    t0 = time.perf_counter()
-    *steps, free_masks, succ_ptr, succ_idx = flatten(items)
-    result = _kernel(
-        n, (*steps, np.array(free_masks, np.int64)), succ_ptr, succ_idx,
-        np.array(pred_masks(items), np.int64), np.int64(forceable_mask(items, run_now)),
-        np.int64(items.initial), np.int64(lb), np.int64(ub), np.int64(max_states),
-        -1.0 if time_limit is None else float(time_limit),
-    )  # fmt: skip
-    return outcome(*result, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states, t0=t0)
+    fit = scale_to_fit(items, lb, ub, MAX_VALUE)
+    if fit is None:
+        raise ValueError(f"byte counts up to {items.magnitude()} do not fit the compiled search")
+    *steps, free_masks, succ_ptr, succ_idx = flatten(fit.items)
+    with deferred_sigint():
+        result = _kernel(
+            n, (*steps, np.array(free_masks, np.int64)), succ_ptr, succ_idx,
+            np.array(pred_masks(items), np.int64), np.int64(forceable_mask(items, run_now)),
+            np.int64(fit.items.initial), np.int64(fit.lb), np.int64(fit.ub), np.int64(max_states),
+            deadline_of(time_limit, t0),
+        )  # fmt: skip
+    return outcome(*result, k=fit.k, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states, t0=t0)
 
 
 def outcome(
-    status: int, g: int, expanded: int, stored: int, order: np.ndarray, *,
+    status: int, g: int, expanded: int, stored: int, order: np.ndarray, *, k: int,
     ub: int, lb: int, time_limit: float | None, max_states: int, t0: float,
 ) -> SearchOutcome:  # fmt: skip
-    """A kernel's ``(status, peak, expanded, stored, order)`` as a :class:`.SearchOutcome`."""
+    """A kernel's ``(status, peak, expanded, stored, order)`` as a :class:`.SearchOutcome`, its
+    peak multiplied back by the scale ``k``; ``lb`` and ``ub`` are the unscaled bounds."""
+    peak = int(g) * k
     if status == FOUND:
-        out = SearchOutcome([int(v) for v in order], int(g), int(g), True)
+        out = SearchOutcome([int(v) for v in order], peak, peak, True)
     elif status == DRY:
         out = SearchOutcome(None, ub, ub, True)
     else:
-        why = stop_message(time_limit, max_states, timed_out=status == TIME)
-        out = SearchOutcome(None, ub, max(lb, min(int(g), ub)), False, stopped=why)
+        why = stop_message(time_limit, max_states, timed_out=status != CAP)
+        out = SearchOutcome(None, ub, max(lb, min(peak, ub)), False, stopped=why)
     out.states, out.stored = int(expanded), int(stored)
     out.stats = {"expanded": out.states, "stored": out.stored, "ms": round(1000 * (time.perf_counter() - t0))}
     return out

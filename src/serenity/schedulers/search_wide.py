@@ -4,7 +4,9 @@ The same search as :mod:`.search_jit` (and as the reference :func:`.search.best_
 state stored as ``W`` words of 63 bits (item ``v`` is bit ``v % 63`` of word ``v // 63``). The hash
 table keeps ``W`` key words and one value word (``peak << 16 | last item``) per slot; the heap's
 payload rows keep the state and its ready set as ``W`` words each. The item steps, the heap and
-the stop check are the compiled helpers of :mod:`.search_jit`.
+the stop check are the compiled helpers of :mod:`.search_jit`, and so are the exact-arithmetic
+check (:func:`.search_jit.scale_to_fit`, here for ``peak << 16``), the exact state cap and the
+Ctrl-C handling.
 """
 
 from __future__ import annotations
@@ -15,14 +17,27 @@ import numpy as np
 
 from serenity.schedulers.reduce import Items
 from serenity.schedulers.search import SearchOutcome, forceable_mask, pred_masks
-from serenity.schedulers.search_jit import AVAILABLE, DRY, FOUND, flatten, outcome
+from serenity.schedulers.search_jit import (
+    AVAILABLE,
+    CAP,
+    DRY,
+    FOUND,
+    POLL,
+    deadline_of,
+    deferred_sigint,
+    flatten,
+    outcome,
+    scale_to_fit,
+)
 
 BITS = 63
 #: Items are stored in 16 bits of a table value.
 MAX_ITEMS = 65535
+#: Largest byte count the kernel may hold: ``peak << 16 | item`` must stay below 2**63.
+MAX_VALUE = (1 << 47) - 1
 
 if AVAILABLE:
-    from numba import njit, objmode
+    from numba import njit
 
     from serenity.schedulers.search_jit import (
         _clz,
@@ -60,7 +75,7 @@ if AVAILABLE:
 
     @njit(cache=True)
     def _kernel(
-        n, W, steps, succ_ptr, succ_idx, pmask, forceable, initial, lb, ub, max_states, time_limit,
+        n, W, steps, succ_ptr, succ_idx, pmask, forceable, initial, lb, ub, max_states, deadline,
     ):  # type: ignore[no-untyped-def]
         # 1. Tables (keys, values) and the heap (key: peak, -seq; payload row: live bytes,
         #    state words, ready words).
@@ -97,11 +112,9 @@ if AVAILABLE:
         size = 1
         seq = 0
         expanded = 0
-        status = DRY
+        status = stop_status(deadline)
         g = g0
-        with objmode(t0="float64"):
-            t0 = time.perf_counter()
-        while size > 0:
+        while size > 0 and status == DRY:
             # 2. Pop the smallest (peak, -seq) into state/ready.
             g = hg[0]
             p = heap_pop(hg, hq, hp, size)
@@ -119,8 +132,8 @@ if AVAILABLE:
                 status = FOUND
                 break
             expanded += 1
-            if expanded & 4095 == 0:
-                status = stop_status(t0, time_limit, stored, max_states)
+            if expanded % POLL == 0:
+                status = stop_status(deadline)
                 if status != DRY:
                     break
             # 3. Run-now rule, then expansion (as in the reference).
@@ -143,6 +156,8 @@ if AVAILABLE:
                         forced = True
                         break
             for wi in range(W):
+                if status != DRY:
+                    break
                 r = R[wi]
                 while r:
                     low = r & -r
@@ -157,6 +172,9 @@ if AVAILABLE:
                     if tk[i, 0] != -1 and tv[i] >> 16 <= g2:
                         continue
                     if tk[i, 0] == -1:
+                        if stored >= max_states:  # the cap is exact: never store one more
+                            status = CAP
+                            break
                         tk[i, :] = nxt
                         stored += 1
                     tv[i] = (g2 << 16) | v
@@ -211,23 +229,31 @@ def best_first_wide(
 ) -> SearchOutcome:
     """:func:`serenity.schedulers.search.best_first` compiled for any number of items (< 65535).
 
+    At most ``max(1, max_states)`` states are stored (the start state always is).
+
     Raises:
-        ValueError: numba is not installed, or there are too many items.
+        ValueError: numba is not installed, there are too many items, or the byte counts do not
+            fit even divided by their gcd (:func:`.search_jit.scale_to_fit`).
+        KeyboardInterrupt: Ctrl-C during the search.
     """
+    t0 = time.perf_counter()
     n = len(items)
     if not AVAILABLE or n >= MAX_ITEMS:
         raise ValueError(f"the compiled search needs numba and fewer than {MAX_ITEMS} items (got {n})")
     if n == 0:
         return SearchOutcome([], items.initial, items.initial, True)
-    t0 = time.perf_counter()
+    fit = scale_to_fit(items, lb, ub, MAX_VALUE)
+    if fit is None:
+        raise ValueError(f"byte counts up to {items.magnitude()} do not fit the compiled search")
     W = (n + BITS - 1) // BITS
-    *steps, free_masks, succ_ptr, succ_idx = flatten(items)
+    *steps, free_masks, succ_ptr, succ_idx = flatten(fit.items)
     masks = np.array([_words(m, W) for m in free_masks], np.int64).reshape(len(free_masks), W)
     pmask = np.array([_words(m, W) for m in pred_masks(items)], np.int64).reshape(n, W)
-    result = _kernel(
-        n, W, (*steps, masks), succ_ptr, succ_idx, pmask,
-        np.array(_words(forceable_mask(items, run_now), W), np.int64), np.int64(items.initial),
-        np.int64(lb), np.int64(ub), np.int64(max_states),
-        -1.0 if time_limit is None else float(time_limit),
-    )  # fmt: skip
-    return outcome(*result, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states, t0=t0)
+    with deferred_sigint():
+        result = _kernel(
+            n, W, (*steps, masks), succ_ptr, succ_idx, pmask,
+            np.array(_words(forceable_mask(items, run_now), W), np.int64),
+            np.int64(fit.items.initial), np.int64(fit.lb), np.int64(fit.ub), np.int64(max_states),
+            deadline_of(time_limit, t0),
+        )  # fmt: skip
+    return outcome(*result, k=fit.k, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states, t0=t0)
