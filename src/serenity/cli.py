@@ -47,10 +47,22 @@ def _log_to_stderr(*, verbose: bool) -> None:
     """Send the package's log records to stderr, one line each (once per process)."""
     log = logging.getLogger("serenity")
     log.setLevel(logging.INFO if verbose else logging.WARNING)
-    if not any(isinstance(h.formatter, _Formatter) for h in log.handlers):
-        handler = logging.StreamHandler()  # stderr, looked up at each record
-        handler.setFormatter(_Formatter())
-        log.addHandler(handler)
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        log.addHandler(_StderrHandler())
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at each record (a StreamHandler keeps the first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(_Formatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -58,22 +58,20 @@ def check_writable(path: Path, option: str = "output") -> None:
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise SerenityError(f"{path}: {option} is a directory; give a file name")
-    if not parent.is_dir():
-        raise SerenityError(f"{path}: {option} folder {parent} does not exist")
-    if len(os.fsencode(path.name)) > _name_max(parent):
-        raise SerenityError(f"{path}: {option} file name is longer than the file system allows")
-    if path.exists() and not path.is_file():
-        raise SerenityError(f"{path}: {option} exists and is not a regular file")
     try:
+        if not parent.is_dir():
+            raise SerenityError(f"{path}: {option} folder {parent} does not exist")
+        if len(os.fsencode(path.name)) > _name_max(parent):
+            raise SerenityError(f"{path}: {option} file name is longer than the file system allows")
+        if path.is_dir():
+            raise SerenityError(f"{path}: {option} is a directory; give a file name")
+        if path.exists() and not path.is_file():
+            raise SerenityError(f"{path}: {option} exists and is not a regular file")
         fd, probe = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=parent)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
         raise SerenityError(f"{path}: cannot write {option} in {parent}: {e.strerror or e}") from e
-    os.close(fd)
-    os.unlink(probe)
-    if path.exists() and not os.access(path, os.W_OK) and os.geteuid() != 0:
-        raise SerenityError(f"{path}: {option} exists and is read-only")
 
 
 def _umask_mode() -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from serenity.errors import OrderError
+from serenity.errors import OrderError, RuntimeFailure, SerenityError
 from serenity.formats import Model, load
 from serenity.memory import simulate
 
@@ -88,7 +88,12 @@ def verify(
     runtime, n_out, diff = "none", 0, 0.0
     arenas: tuple[int | None, int | None] = (None, None)
     if not structure and order_ok and a.format in ("onnx", "tflite"):
-        outs_a, outs_b, runtime, arenas = _run_both(a, b, seed, dims)
+        try:
+            outs_a, outs_b, runtime, arenas = _run_both(a, b, seed, dims)
+        except SerenityError as e:
+            if str(a.path) in str(e) or str(b.path) in str(e):
+                raise
+            raise RuntimeFailure(f"{a.path}: {e}") from e
         n_out = len(outs_a)
         identical = True
         for i, (x, y) in enumerate(zip(outs_a, outs_b, strict=True)):
