@@ -23,13 +23,20 @@ Neural Networks for Edge Devices" (MLSys 2020), made to solve whole networks:
 The result is ``proven_optimal`` only when the search finished or an order met the bound; a time
 limit or the state cap leaves the best order found and the best bound proven so far, and
 ``stats["stopped"]`` says which. ``stats["states"]`` counts the states expanded (windows included).
+
+**Limits that hold.** One :class:`.Deadline` covers every step: the split, each baseline of the
+incumbent (the cheap listed order first, so there is always an order to return), the bounds, the
+windows and the search, which polls the clock every 256 expansions. Nothing quadratic runs on a
+long graph: cuts and pieces are linear (:mod:`.hourglass`), the static bound uses bitsets of
+bounded length (:mod:`.bounds`), window bounds are skipped above :data:`WINDOW_MAX_OPS` ops, and
+the state cap shrinks so that the stored states fit :data:`SEARCH_BYTES` however wide a state is.
+A graph with a single topological order (a chain) is answered at once: that order is optimal.
 """
 
 from __future__ import annotations
 
-import time
-
 from serenity.ir import Dense, Graph
+from serenity.memory import simulate_dense
 from serenity.schedulers.baselines import (
     schedule_bfs,
     schedule_dfs,
@@ -38,10 +45,11 @@ from serenity.schedulers.baselines import (
     schedule_xla_list,
 )
 from serenity.schedulers.bounds import reachability, static_lower_bound
+from serenity.schedulers.clock import Deadline
 from serenity.schedulers.decompose import neighbourhood, window_dense
 from serenity.schedulers.hourglass import schedule_in_pieces
 from serenity.schedulers.reduce import Items, build_items
-from serenity.schedulers.result import ScheduleResult, make_result
+from serenity.schedulers.result import ScheduleResult, make_result, op_lower_bound
 from serenity.schedulers.search import SearchOutcome, best_first
 from serenity.schedulers.search_jit import AVAILABLE as JIT_AVAILABLE
 from serenity.schedulers.search_jit import MAX_ITEMS as JIT_MAX_ITEMS
@@ -51,8 +59,13 @@ from serenity.schedulers.search_wide import MAX_ITEMS as WIDE_MAX_ITEMS
 from serenity.schedulers.search_wide import MAX_VALUE as WIDE_MAX_VALUE
 from serenity.schedulers.search_wide import best_first_wide
 
-#: Stored states at which the whole-graph search gives up (about 1 KB each: ~1 GB).
+#: Stored states at which the whole-graph search gives up (at most :data:`SEARCH_BYTES` anyway).
 MAX_STATES = 1_000_000
+#: Memory the stored states of one search may take; the state cap shrinks to fit it.
+SEARCH_BYTES = 1 << 30
+#: Largest graph (or piece) whose window bounds are computed: they need reachability bitsets of
+#: n² bits and one search per window.
+WINDOW_MAX_OPS = 8192
 #: Stored states at which one window's search gives up (its bound is then skipped).
 WINDOW_STATES = 20_000
 #: Ops per window when op names carry no scope to group by.
@@ -74,8 +87,9 @@ def schedule_dp(
     Args:
         graph: The graph to schedule.
         time_limit: Seconds after which the best order found so far is returned.
-        max_states: Cap on stored search states (memory stays bounded; ``stats["stopped"]``
-            says when it was reached).
+        max_states: Cap on stored search states, exact (``stats["stopped"]`` says when it was
+            reached); lowered to fit :data:`SEARCH_BYTES` when states are wide
+            (``stats["state_cap"]``).
         use_windows: Sharpen the bound with exact window optima (step 4).
         fuse: Fuse chains before the search (step 1).
         split: Solve the pieces between universal cuts independently (step 0).
@@ -96,6 +110,16 @@ def schedule_dp(
         >>> r.peak, r.proven_optimal
         (60, True)
     """
+    clock = Deadline(time_limit)
+    d = graph.dense
+    only = unique_order(d)
+    if only is not None:  # nothing to choose: the one order is optimal
+        peak = simulate_dense(d, only).peak
+        info = {"ops": d.n_ops, "unique_order": True, "incumbent": f"unique:{peak}", "states": 0}
+        return make_result(
+            graph, only, method="optimal", seconds=clock.elapsed(), lower_bound=peak, proven=True,
+            stats=info,
+        )  # fmt: skip
     if split:
         # 0. Pieces between universal cuts, each solved by steps 1-5 (``stats["pieces"]``).
         joined = schedule_in_pieces(
@@ -110,37 +134,39 @@ def schedule_dp(
                 floor=floor,
             ),
             method="optimal",
-            time_limit=time_limit,
+            time_limit=clock.left(),
         )
         if joined is not None:
             return joined
-    t0 = time.perf_counter()
-    d = graph.dense
 
-    def left() -> float | None:
-        return None if time_limit is None else max(0.0, time_limit - (time.perf_counter() - t0))
-
-    # 1-3. Items, static bound, incumbent.
-    items = build_items(d, fuse=fuse)
-    lb = static_lower_bound(d)
-    best = incumbent(graph)
+    # 1-3. Incumbent (listed order first: always an order to return), static bound, items.
+    best = incumbent(graph, clock)
     ub, order = best.peak, list(best.order)
-    stats: dict[str, object] = {
-        "ops": d.n_ops,
-        "items": len(items),
-        "static_bound": lb,
-        "incumbent": f"{best.method}:{ub}",
-    }
+    stats: dict[str, object] = {"ops": d.n_ops, "incumbent": f"{best.method}:{ub}"}
+    lb = op_lower_bound(graph)
+    proven = False
+    states = 0
+    if not clock.expired():
+        lb = max(lb, static_lower_bound(d, clock=clock))
+        stats["static_bound"] = lb
+    items = None if clock.expired() else build_items(d, fuse=fuse)
+    if items is not None:
+        stats["items"] = len(items)
     # 4. Window bounds.
-    if use_windows and max(lb, floor) < ub and d.n_ops >= 2 * WINDOW_OPS:
-        lb, wstats = window_bound(d, lb, ub, left, scope_groups(graph))
-        stats.update(wstats)
+    if use_windows and max(lb, floor) < ub and d.n_ops >= 2 * WINDOW_OPS and not clock.expired():
+        if d.n_ops <= WINDOW_MAX_OPS:
+            lb, wstats = window_bound(d, lb, ub, clock.left, scope_groups(graph))
+            stats.update(wstats)
+        else:
+            stats["windows"] = f"skipped: {d.n_ops} ops > {WINDOW_MAX_OPS}"
     # 5. Whole-graph search.
     target = max(lb, floor)
     proven = target >= ub
-    states = 0
-    if not proven:
-        out = search(items, ub=ub, lb=target, time_limit=left(), max_states=max_states)
+    if not proven and items is not None and not clock.expired():
+        cap = state_cap(len(items), max_states)
+        if cap < max_states:
+            stats["state_cap"] = cap
+        out = search(items, ub=ub, lb=target, time_limit=clock.left(), max_states=cap)
         states = out.states
         stats["stored"] = out.stored
         if out.order is not None:
@@ -150,22 +176,60 @@ def schedule_dp(
         proven = out.proven
         if out.stopped:
             stats["stopped"] = out.stopped
+    elif not proven:
+        stats["stopped"] = f"{clock.message()} before the search"
     stats["states"] = stats.get("window_states", 0) + states  # type: ignore[operator]
     return make_result(
         graph,
         order,
         method="optimal",
-        seconds=time.perf_counter() - t0,
+        seconds=clock.elapsed(),
         lower_bound=lb,
         proven=proven,
         stats=stats,
     )
 
 
-def incumbent(graph: Graph) -> ScheduleResult:
-    """The best baseline order: the hard budget every exact search starts from."""
+def unique_order(d: Dense) -> list[int] | None:
+    """The graph's only topological order, or ``None`` if it has several (Kahn's algorithm,
+    stopping at the first step with two ready ops)."""
+    indeg = [len(p) for p in d.preds]
+    ready = [v for v in range(d.n_ops) if indeg[v] == 0]
+    order: list[int] = []
+    while len(ready) == 1:
+        v = ready.pop()
+        order.append(v)
+        for w in d.succs[v]:
+            indeg[w] -= 1
+            if indeg[w] == 0:
+                ready.append(w)
+    return order if len(order) == d.n_ops else None
+
+
+def state_cap(n_items: int, max_states: int) -> int:
+    """``max_states``, lowered so the stored states fit :data:`SEARCH_BYTES`: a state of ``W``
+    words takes about ``64 W + 96`` bytes with the table at most a quarter full after growing
+    and the heap's rows (state, ready set, live bytes, keys) at most half used."""
+    words = max(1, -(-n_items // 63))
+    return max(1, min(max_states, SEARCH_BYTES // (64 * words + 96)))
+
+
+def incumbent(graph: Graph, clock: Deadline | None = None) -> ScheduleResult:
+    """The best baseline order: the hard budget every exact search starts from.
+
+    The listed (topological) order runs first, so that a run out of ``clock`` still has an order;
+    the others each get the time left. Ties go to the earlier of greedy, xla-list, listed, dfs,
+    bfs.
+    """
     runs = (schedule_greedy, schedule_xla_list, schedule_listed, schedule_dfs, schedule_bfs)
-    return min((f(graph) for f in runs), key=lambda r: r.peak)
+    done = {schedule_listed: schedule_listed(graph)}
+    for f in runs:
+        if f in done:
+            continue
+        if clock is not None and clock.expired():
+            break
+        done[f] = f(graph, time_limit=None if clock is None else clock.left())
+    return min((done[f] for f in runs if f in done), key=lambda r: r.peak)
 
 
 def search(items: Items, *, ub: int, lb: int, time_limit: float | None, max_states: int) -> SearchOutcome:

@@ -26,18 +26,31 @@ bound ``F`` of a piece bounds the whole graph. A piece need not reach its own op
 ``max(F, its optimum)``: the joined peak is then at most ``max(F, max optima)`` = the optimum.
 
 Cuts are found on any one topological order: a universal cut is a prefix of *every* order, and
-a prefix ``P`` is one iff every op ready after it (all its predecessors in ``P``) has all of
-``P`` among its ancestors (every other op outside ``P`` descends from a ready op).
+a prefix ``P`` is one iff **every sink of ``P`` (an op of ``P`` with no successor in ``P``) is a
+direct predecessor of every op ready after ``P``** (all its predecessors in ``P``). Proof (⇐):
+every op of ``P`` reaches a sink of ``P``, and every op outside ``P`` descends from a ready op.
+(⇒): a sink ``m`` must be an ancestor of a ready op ``r``; the second op of that path is a
+successor of ``m``, hence outside ``P``, and an ancestor of ``r`` or ``r`` itself; all of ``r``'s
+ancestors are in ``P``, so it is ``r``. This needs no reachability: one scan of the order, each
+step comparing the sinks with the ready ops' predecessors, O(n · width²) at worst and
+usually O(n) (the first mismatch ends the check).
+
+**Linear work.** The piece graphs are built in one pass over the tensors (:func:`piece_graphs`),
+and a tensor that only passes through a piece (live across it, not touched there) is not copied
+into it: the bytes passing through piece ``j`` are one pinned input tensor of that piece, which is
+live at every step there as each of them is in the whole graph. So splitting a chain of 100,000
+ops into 12,500 pieces costs O(n + tensors), not O(n · pieces). A time limit covers the split,
+the pieces' bounds and their solutions; pieces not reached keep their topological order.
 """
 
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Sequence
 
 from serenity.ir import Graph, Op, Tensor
-from serenity.schedulers.bounds import reachability, static_lower_bound
+from serenity.schedulers.bounds import static_lower_bound
+from serenity.schedulers.clock import Deadline
 from serenity.schedulers.result import ScheduleResult, make_result, op_lower_bound
 
 #: Pieces smaller than this are merged with their neighbour: a search that small is instant and
@@ -50,25 +63,25 @@ def universal_cuts(graph: Graph) -> list[int]:
     universal cut.
 
     Every universal cut is a prefix of every topological order, so scanning one
-    (:attr:`~serenity.ir.Graph.topological_order`) finds them all. O(n · width) big-int
-    operations on ancestor bitsets.
+    (:attr:`~serenity.ir.Graph.topological_order`) finds them all, by the test of the module
+    docstring (the prefix's sinks are predecessors of every ready op).
     """
     d = graph.dense
     n = d.n_ops
     order = graph.topological_order
-    anc, _ = reachability(d)
     indeg = [len(p) for p in d.preds]
     ready = {v for v in range(n) if indeg[v] == 0}
-    prefix = 0
+    sinks: set[int] = set()  # ops of the prefix with no successor in it
     cuts = []
     for k, v in enumerate(order[:-1], start=1):
         ready.discard(v)
-        prefix |= 1 << v
+        sinks.difference_update(d.preds[v])
+        sinks.add(v)
         for w in d.succs[v]:
             indeg[w] -= 1
             if indeg[w] == 0:
                 ready.add(w)
-        if all(anc[r] & prefix == prefix for r in ready):
+        if all(len(d.preds[r]) >= len(sinks) and sinks.issubset(d.preds[r]) for r in ready):
             cuts.append(k)
     return cuts
 
@@ -89,34 +102,68 @@ def pieces(graph: Graph, *, min_piece: int = MIN_PIECE) -> list[tuple[int, ...]]
 
 
 def piece_graph(graph: Graph, parts: Sequence[Sequence[int]], j: int) -> Graph:
-    """Piece ``j`` of ``parts`` as a graph of its own whose peak equals the whole graph's during
-    those steps (Claim 2 of the module docstring). Ops keep their names; op ``i`` of the piece
-    graph is ``parts[j][i]`` of the whole."""
-    where = {v: k for k, part in enumerate(parts) for v in part}
-    ops = [graph.ops[v] for v in parts[j]]
-    touched = {t for op in ops for t in (*op.inputs, *op.outputs) if t}
-    inputs: list[str] = []
-    outputs: list[str] = []
-    tensors: list[Tensor] = []
+    """Piece ``j`` of ``parts`` as a graph of its own (see :func:`piece_graphs`)."""
+    return piece_graphs(graph, parts)[j]
+
+
+def piece_graphs(graph: Graph, parts: Sequence[Sequence[int]]) -> list[Graph]:
+    """Each piece of ``parts`` as a graph of its own whose peak equals the whole graph's during
+    those steps (Claim 2 of the module docstring). Ops keep their names; op ``i`` of piece graph
+    ``j`` is ``parts[j][i]`` of the whole. A piece's graph holds the tensors its ops touch, plus
+    one pinned graph input (named ``<live across>``) for the bytes that only pass through it.
+    One pass over the tensors: O(ops + tensors + pieces)."""
+    P = len(parts)
+    where = [0] * len(graph.ops)
+    for k, part in enumerate(parts):
+        for v in part:
+            where[v] = k
+    tensors: list[list[Tensor]] = [[] for _ in parts]
+    inputs: list[list[str]] = [[] for _ in parts]
+    outputs: list[list[str]] = [[] for _ in parts]
+    across = [0] * (P + 1)  # difference array: bytes passing through each piece untouched
     for t in graph.tensors.values():
-        born = -1 if t.producer is None else where[t.producer]
-        readers = [where[c] for c in t.consumers]
-        needed_after = t.is_output or any(r > j for r in readers)
+        readers = sorted({where[c] for c in t.consumers})
         if t.constant:
-            if t.name in touched:
-                tensors.append(Tensor(t.name, t.shape, t.dtype, 0, constant=True))
+            owners = set(readers) if t.producer is None else {*readers, where[t.producer]}
+            for j in sorted(owners):
+                tensors[j].append(Tensor(t.name, t.shape, t.dtype, 0, constant=True))
             continue
-        if born > j or (born < j and not needed_after and j not in readers):
-            continue  # written later, or dead before this piece starts
-        if born == j and t.name not in touched:
-            continue
-        tensors.append(Tensor(t.name, t.shape, t.dtype, t.nbytes))
-        if born < j:
-            inputs.append(t.name)
-        if needed_after:
-            outputs.append(t.name)
-    plain = [Op(op.name, op.type, op.inputs, op.outputs, attributes=op.attributes) for op in ops]
-    return Graph(f"{graph.name}[{j}]", plain, tensors, inputs, outputs)
+        born = -1 if t.producer is None else where[t.producer]
+        # Live from piece ``born`` to the last reader's piece, or to the end for an output.
+        end = P - 1 if t.is_output else (readers[-1] if readers else born)
+        touched = [j for j in readers if j > born]
+        if born >= 0:
+            touched.insert(0, born)
+        for j in touched:
+            tensors[j].append(Tensor(t.name, t.shape, t.dtype, t.nbytes))
+            if j > born:
+                inputs[j].append(t.name)
+            if j < end or t.is_output:
+                outputs[j].append(t.name)
+        # Pieces after ``born`` up to ``end`` that do not read it: its bytes pass through.
+        if t.nbytes and end > born:
+            across[born + 1] += t.nbytes
+            across[end + 1] -= t.nbytes
+            for j in touched:
+                if j > born:
+                    across[j] -= t.nbytes
+                    across[j + 1] += t.nbytes
+    out = []
+    passing = 0
+    for j, part in enumerate(parts):
+        passing += across[j]
+        ops = [graph.ops[v] for v in part]
+        plain = [Op(op.name, op.type, op.inputs, op.outputs, attributes=op.attributes) for op in ops]
+        if passing:
+            names = {t.name for t in tensors[j]}
+            name = "<live across>"
+            while name in names:
+                name += "'"
+            tensors[j].append(Tensor(name, (passing,), "uint8", passing))
+            inputs[j].append(name)
+            outputs[j].append(name)
+        out.append(Graph(f"{graph.name}[{j}]", plain, tensors[j], inputs[j], outputs[j]))
+    return out
 
 
 def schedule_in_pieces(
@@ -135,20 +182,25 @@ def schedule_in_pieces(
             order of the whole graph needs, so that any piece order at or below it is good
             enough (its result's ``proven_optimal`` then means "peak <= max(floor, optimum)").
         method: Name recorded in the result.
-        time_limit: Seconds for all pieces together (shared out as they run).
+        time_limit: Seconds for everything (the split, the bounds, all pieces); pieces not
+            reached in time keep their topological order and leave the result unproven.
         min_piece: Smallest piece worth splitting off (see :func:`pieces`).
 
     Returns:
         The joined result (``proven_optimal`` only if every piece was proven, the lower bound
         the largest piece bound), or ``None`` when the graph has no cut worth splitting at.
     """
-    t0 = time.perf_counter()
+    clock = Deadline(time_limit)
     parts = pieces(graph, min_piece=min_piece)
     if len(parts) < 2:
         return None
-    graphs = [piece_graph(graph, parts, j) for j in range(len(parts))]
+    graphs = piece_graphs(graph, parts)
     # The largest piece bound bounds the whole graph, so no piece needs to go below it.
-    floor = max(max(static_lower_bound(g.dense), op_lower_bound(g)) for g in graphs)
+    floor = 0
+    for g in graphs:
+        if clock.expired():
+            break
+        floor = max(floor, static_lower_bound(g.dense), op_lower_bound(g))
     order: list[int] = []
     bound = floor
     peak = 0
@@ -156,8 +208,13 @@ def schedule_in_pieces(
     states = items = incumbent = 0
     stopped = []
     for j, (part, pg) in enumerate(zip(parts, graphs, strict=True)):
-        left = None if time_limit is None else max(0.0, time_limit - (time.perf_counter() - t0))
-        r = solve(pg, left, floor)
+        if clock.expired():
+            # Out of time: the rest keeps its topological order, and nothing more is proven.
+            order.extend(v for p in parts[j:] for v in p)
+            stopped.append(f"{clock.message()} before piece {j} of {len(parts)}")
+            proven = False
+            break
+        r = solve(pg, clock.left(), floor)
         order.extend(part[i] for i in r.order)
         bound = max(bound, r.lower_bound)
         peak = max(peak, r.peak)
@@ -182,7 +239,7 @@ def schedule_in_pieces(
         graph,
         order,
         method=method,
-        seconds=time.perf_counter() - t0,
+        seconds=clock.elapsed(),
         lower_bound=peak if proven else bound,  # proven: the joined peak is the optimum
         proven=proven,
         stats=stats,

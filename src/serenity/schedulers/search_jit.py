@@ -144,9 +144,12 @@ def scale_to_fit(items: Items, lb: int, ub: int, max_value: int) -> Scaled | Non
     return Scaled(items.scaled(k), k, lb // k, ub2 // k)
 
 
-def covers(masks: np.ndarray, i: int, words: object) -> bool:
-    """Whether every bit of ``masks[i]`` is set in ``words``: one ``int64`` word (this module's
-    kernel), or a row of words (:mod:`.search_wide`). Compiled code only (see the overload)."""
+def covers(masks: object, i: int, words: object) -> bool:
+    """Whether every bit of mask ``i`` is set in ``words``: ``masks[i]`` against one ``int64``
+    word (this module's kernel), or, for :mod:`.search_wide`, the items listed in
+    ``idx[ptr[i]:ptr[i + 1]]`` of ``masks = (ptr, idx)`` against a row of 63-bit words (a list,
+    not a row of ``W`` words per mask, so the masks take O(items) memory, not O(items²)).
+    Compiled code only (see the overload)."""
     raise NotImplementedError("covers is implemented for compiled code only")
 
 
@@ -162,13 +165,15 @@ if AVAILABLE:
 
             return one_word
 
-        def several_words(masks, i, words):  # type: ignore[no-untyped-def]
-            for w in range(words.size):  # noqa: SIM110 - a loop, not all() over a generator, in numba
-                if masks[i, w] & words[w] != masks[i, w]:
+        def listed_items(masks, i, words):  # type: ignore[no-untyped-def]
+            ptr, idx = masks
+            for k in range(ptr[i], ptr[i + 1]):
+                x = idx[k]
+                if (words[x // 63] >> (x % 63)) & 1 == 0:
                     return False
             return True
 
-        return several_words
+        return listed_items
 
     @njit(cache=True)
     def apply_steps(steps, v, g, L, nxt):  # type: ignore[no-untyped-def]

@@ -1,7 +1,8 @@
 """The compiled best-first search for graphs of more than 63 items: states of several words.
 
 The same search as :mod:`.search_jit` (and as the reference :func:`.search.best_first`), with a
-state stored as ``W`` words of 63 bits (item ``v`` is bit ``v % 63`` of word ``v // 63``). The hash
+state stored as ``W`` words of 63 bits (item ``v`` is bit ``v % 63`` of word ``v // 63``); the
+masks of readers and predecessors are item lists (:func:`.search_jit.covers`). The hash
 table keeps ``W`` key words and one value word (``peak << 16 | last item``) per slot; the heap's
 payload rows keep the state and its ready set as ``W`` words each. The item steps, the heap and
 the stop check are the compiled helpers of :mod:`.search_jit`, and so are the exact-arithmetic
@@ -96,11 +97,7 @@ if AVAILABLE:
         R = np.zeros(W, np.int64)
         nxt = np.zeros(W, np.int64)
         for v in range(n):
-            empty = True
-            for w in range(W):
-                if pmask[v, w] != 0:
-                    empty = False
-            if empty:
+            if pmask[0][v] == pmask[0][v + 1]:  # no predecessors
                 hr[0, v // 63] |= np.int64(1) << (v % 63)
         g0 = max(initial, lb)
         i = _slot(tk, state, W)
@@ -214,6 +211,19 @@ if AVAILABLE:
         return status, g, expanded, stored, order
 
 
+def _lists(masks: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Item masks as lists ``(ptr, idx)``: mask ``i`` holds items ``idx[ptr[i]:ptr[i + 1]]``."""
+    ptr = [0]
+    idx: list[int] = []
+    for m in masks:
+        while m:
+            low = m & -m
+            idx.append(low.bit_length() - 1)
+            m ^= low
+        ptr.append(len(idx))
+    return np.array(ptr, np.int64), np.array(idx, np.int64)
+
+
 def _words(mask: int, W: int) -> list[int]:
     return [(mask >> (BITS * w)) & ((1 << BITS) - 1) for w in range(W)]
 
@@ -247,8 +257,8 @@ def best_first_wide(
         raise ValueError(f"byte counts up to {items.magnitude()} do not fit the compiled search")
     W = (n + BITS - 1) // BITS
     *steps, free_masks, succ_ptr, succ_idx = flatten(fit.items)
-    masks = np.array([_words(m, W) for m in free_masks], np.int64).reshape(len(free_masks), W)
-    pmask = np.array([_words(m, W) for m in pred_masks(items)], np.int64).reshape(n, W)
+    masks = _lists(free_masks)
+    pmask = _lists(pred_masks(items))
     with deferred_sigint():
         result = _kernel(
             n, W, (*steps, masks), succ_ptr, succ_idx, pmask,
