@@ -109,13 +109,13 @@ def split(buffers: Sequence[Buffer], unit: int) -> list[Part]:
 
 
 def _sweep(bufs: list[Buffer], index: list[int], unit: int) -> Part:
-    # Segment [x[i], x[i+1]) is a maximal clique when a buffer starts at x[i] and one ends at
-    # x[i+1]; every buffer spans a contiguous run of those (buffers are sorted by lower).
+    # A section is a segment [x[i], x[i+1]) between two event times at whose end a buffer dies,
+    # as minimalloc's sweep makes them: every maximal clique is one, and so are the smaller sets
+    # left as buffers die one by one, whose floors and totals sharpen the inference (step 4).
     n = len(bufs)
-    starts = {b.lower for b in bufs}
     ends = {b.upper for b in bufs}
-    xs = sorted(starts | ends)
-    points = [xs[i] for i in range(len(xs) - 1) if xs[i] in starts and xs[i + 1] in ends]
+    xs = sorted({b.lower for b in bufs} | ends)
+    points = [xs[i] for i in range(len(xs) - 1) if xs[i + 1] in ends]
     s_lo, s_hi = [0] * n, [0] * n
     sections: list[list[int]] = [[] for _ in points]
     for k, b in enumerate(bufs):
@@ -236,7 +236,7 @@ def decide(part: Part, cap: int, deadline: float | None, stats: dict[str, Any]) 
             if status == xs.EXHAUSTED:
                 return None
             if status == xs.FOUND:
-                offset = ws[7]
+                offset = ws[xs.OFFSET]
                 out = [0] * n
                 for i, k in enumerate(perm):
                     out[k] = int(offset[i])

@@ -50,39 +50,86 @@ else:
 
 #: How a slice of the search ended: a placement found, the space exhausted, the budget spent.
 FOUND, EXHAUSTED, RUNNING = 0, 1, 2
-#: Slots of the scalar state array ``st``: depth, status, nodes, stamp, started.
-DEPTH, STATUS, NODES, STAMP, STARTED = 0, 1, 2, 3, 4
+#: Slots of the scalar state array ``st``: depth, status, nodes, stamp, started, opening, g0, bar.
+DEPTH, STATUS, NODES, STAMP, STARTED, OPENING, G0, BAR = range(8)
+#: Index of ``offset`` (the placement) in the tuple :func:`workspace` returns.
+OFFSET = 7
 
 
-def _search(
+def _search(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one loop, laid out as the numbered steps
     n: Any, nsec: Any, cap: Any, z: Any, ov_ptr: Any, ov_idx: Any, s_lo: Any, s_hi: Any,
     sec_ptr: Any, sec_buf: Any, offset: Any, m: Any, floor: Any, total: Any, ordr: Any, cnt: Any,
     pos: Any, chosen: Any, hatless: Any, pmin_off: Any, pmin_pre: Any, minh: Any, mlog_b: Any,
-    mlog_v: Any, mtop: Any, flog_s: Any, flog_v: Any, ftop: Any, mark: Any, st: Any, budget: Any,
+    mlog_v: Any, mtop: Any, flog_s: Any, flog_v: Any, ftop: Any, mark: Any, ga: Any, gb: Any,
+    barrier: Any, cuts: Any, cutdepth: Any, st: Any, budget: Any,
 ) -> Any:
     """Run the search for at most ``budget`` more nodes; return ``FOUND``, ``EXHAUSTED`` or
     ``RUNNING`` (also left in ``st[STATUS]``). Buffers are indexed in preorder; the caller
     initialises the workspace with :func:`workspace` (``offset`` holds the placement when found).
+
+    Depth ``d`` holds the placement ``chosen[d]`` and the candidates ``ordr[d*n : d*n+cnt[d]]``
+    of its *group*, the sections ``[ga[d], gb[d])`` between two cuts no unplaced buffer crosses
+    (6. decomposition: groups are solved one after another, left to right, and a group that
+    fails sends the search back to ``barrier[d]``, the placement that cut it off, skipping the
+    placements of the groups solved before it, which cannot help).
     """
     d = st[DEPTH]
     nodes = st[NODES]
     stamp = st[STAMP]
+    opening = st[OPENING]
+    g0 = st[G0]
+    bar = st[BAR]
     if st[STARTED] == 0:
         st[STARTED] = 1
-        best = z[0]
-        for k in range(n):
-            ordr[k] = k
-            best = min(best, z[k])
-        cnt[0] = n
-        pos[0] = 0
-        chosen[0] = -1
-        pmin_off[0] = 0
-        pmin_pre[0] = 0
-        minh[0] = best
+        d, opening, g0, bar = -1, 1, 0, -1
         mtop[0] = 0
         ftop[0] = 0
     spent = 0
     while True:
+        if opening == 1:
+            # 6. Open the next group at section g0 as depth d + 1, skipping emptied ones.
+            e = g0
+            while e < nsec - 1 and cuts[e] > 0:
+                e += 1
+            e += 1
+            base = (d + 1) * n
+            c = 0
+            low = -1
+            if g0 < nsec:
+                for s in range(g0, e):
+                    for q in range(sec_ptr[s], sec_ptr[s + 1]):
+                        j = sec_buf[q]
+                        if s_lo[j] != s or offset[j] >= 0:
+                            continue
+                        r = base + c
+                        while r > base and (m[ordr[r - 1]] > m[j] or (m[ordr[r - 1]] == m[j] and ordr[r - 1] > j)):
+                            ordr[r] = ordr[r - 1]
+                            r -= 1
+                        ordr[r] = j
+                        c += 1
+                        h = m[j] + z[j]
+                        if low < 0 or h < low:
+                            low = h
+            if c == 0:
+                if g0 >= nsec:
+                    st[STATUS] = FOUND
+                    break
+                g0 = e
+                if g0 < nsec:
+                    bar = cutdepth[g0 - 1]
+                continue
+            opening = 0
+            d += 1
+            cnt[d] = c
+            pos[d] = 0
+            chosen[d] = -1
+            pmin_off[d] = 0
+            pmin_pre[d] = 0
+            minh[d] = low
+            ga[d] = g0
+            gb[d] = e
+            barrier[d] = bar
+            continue
         # Undo the placement made at this depth (its check or its whole subtree failed).
         b = chosen[d]
         if b >= 0:
@@ -90,6 +137,8 @@ def _search(
                 floor[flog_s[q]] = flog_v[q]
             for s in range(s_lo[b], s_hi[b]):
                 total[s] += z[b]
+                if s + 1 < s_hi[b]:
+                    cuts[s] += 1
             for q in range(mtop[d + 1] - 1, mtop[d] - 1, -1):
                 m[mlog_b[q]] = mlog_v[q]
             offset[b] = -1
@@ -99,10 +148,24 @@ def _search(
             else:
                 pos[d] += 1
         if pos[d] >= cnt[d]:
-            if d == 0:
+            # Back to the depth this group hangs from, undoing the groups solved before it.
+            target = barrier[d]
+            for dd in range(d - 1, target, -1):
+                b = chosen[dd]
+                for q in range(ftop[dd + 1] - 1, ftop[dd] - 1, -1):
+                    floor[flog_s[q]] = flog_v[q]
+                for s in range(s_lo[b], s_hi[b]):
+                    total[s] += z[b]
+                    if s + 1 < s_hi[b]:
+                        cuts[s] += 1
+                for q in range(mtop[dd + 1] - 1, mtop[dd] - 1, -1):
+                    m[mlog_b[q]] = mlog_v[q]
+                offset[b] = -1
+                chosen[dd] = -1
+            if target < 0:
                 st[STATUS] = EXHAUSTED
                 break
-            d -= 1
+            d = target
             continue
         if spent >= budget:
             st[STATUS] = RUNNING
@@ -141,13 +204,19 @@ def _search(
         mtop[d + 1] = q
         hatless[d] = hat
         q = ftop[d]
+        cut = False
         for s in range(s_lo[k], s_hi[k]):
             flog_s[q] = s
             flog_v[q] = floor[s]
             q += 1
             floor[s] = top
             total[s] -= z[k]
-        for s in range(nsec):
+            if s + 1 < s_hi[k]:
+                cuts[s] -= 1
+                if cuts[s] == 0:
+                    cutdepth[s] = d
+                    cut = True
+        for s in range(ga[d], gb[d]):
             if mark[s] != stamp:
                 continue
             low = -1
@@ -161,19 +230,19 @@ def _search(
                 q += 1
                 floor[s] = low
         ftop[d + 1] = q
-        # 4. Section inference.
+        # 4. Section inference, over this group's sections.
         ok = True
-        for s in range(nsec):
+        for s in range(ga[d], gb[d]):
             if max(floor[s], off) + total[s] > cap:
                 ok = False
                 break
         if not ok:
             continue
-        if d + 1 == n:
-            st[STATUS] = FOUND
-            break
-        # Next depth: the unplaced buffers re-sorted by (m, index), by insertion into the
-        # parent's order (m only grew, so it is nearly sorted).
+        if cut:  # 6. the group fell apart: open its first part
+            opening, g0, bar = 1, ga[d], d
+            continue
+        # Next depth: the group's unplaced buffers re-sorted by (m, index), by insertion into
+        # the parent's order (m only grew, so it is nearly sorted).
         base = (d + 1) * n
         c = 0
         low = -1
@@ -190,6 +259,11 @@ def _search(
             h = m[j] + z[j]
             if low < 0 or h < low:
                 low = h
+        if c == 0:  # the group is placed: open the next one
+            opening, g0 = 1, gb[d]
+            if g0 < nsec:
+                bar = cutdepth[g0 - 1]
+            continue
         d += 1
         cnt[d] = c
         pos[d] = 0
@@ -197,9 +271,15 @@ def _search(
         pmin_off[d] = off
         pmin_pre[d] = k
         minh[d] = low
+        ga[d] = ga[d - 1]
+        gb[d] = gb[d - 1]
+        barrier[d] = d - 1
     st[DEPTH] = d
     st[NODES] = nodes
     st[STAMP] = stamp
+    st[OPENING] = opening
+    st[G0] = g0
+    st[BAR] = bar
     return st[STATUS]
 
 
@@ -230,21 +310,25 @@ def workspace(
     Returns:
         ``(z, ov_ptr, ov_idx, s_lo, s_hi, sec_ptr, sec_buf, offset, m, floor, total, ordr, cnt,
         pos, chosen, hatless, pmin_off, pmin_pre, minh, mlog_b, mlog_v, mtop, flog_s, flog_v,
-        ftop, mark, st)``, the arguments of :func:`_search` after ``cap``.
+        ftop, mark, ga, gb, barrier, cuts, cutdepth, st)``, the arguments of :func:`_search`
+        after ``cap``.
     """
     n, nsec = len(z), len(totals)
     # Floor log: along one path, each placement logs its own sections and at most every section.
     flog = sum(s_hi[b] - s_lo[b] for b in range(n)) + n * nsec
     # offset, m, floor, total, ordr, cnt, pos, chosen, hatless, pmin_off, pmin_pre, minh,
-    # mlog_b, mlog_v, mtop, flog_s, flog_v, ftop, mark, st
+    # mlog_b, mlog_v, mtop, flog_s, flog_v, ftop, mark, ga, gb, barrier, cuts, cutdepth, st
     sizes = (n, n, nsec, nsec, n * n, n, n, n, n, n, n, n, len(ov_idx), len(ov_idx), n + 1,
-             flog, flog, n + 1, nsec, 5)  # fmt: skip
+             flog, flog, n + 1, nsec, n, n, n, nsec, nsec, 8)  # fmt: skip
+    cuts = [0] * nsec  # buffers spanning sections s and s + 1
+    for b in range(n):
+        for s in range(s_lo[b], s_hi[b] - 1):
+            cuts[s] += 1
     unset = (0, 7)  # offset and chosen start at -1: nothing placed, nothing chosen
     static = (z, ov_ptr, ov_idx, s_lo, s_hi, sec_ptr, sec_buf)
+    state: list[list[int]] = [[-1 if i in unset else 0] * k for i, k in enumerate(sizes)]
+    state[3] = list(totals)
+    state[22] = cuts
     if not compiled:
-        state: list[list[int]] = [[-1 if i in unset else 0] * k for i, k in enumerate(sizes)]
-        state[3] = list(totals)
         return (*static, *state)
-    arrays = [np.full(k, -1 if i in unset else 0, dtype=np.int64) for i, k in enumerate(sizes)]
-    arrays[3] = np.array(totals, dtype=np.int64)
-    return (*(np.array(a, dtype=np.int64) for a in static), *arrays)
+    return tuple(np.array(a, dtype=np.int64) for a in (*static, *state))
