@@ -13,6 +13,7 @@ from rich.table import Table
 from serenity.fsutil import atomic_path
 from serenity.ir import Graph
 from serenity.memory import simulate
+from serenity.planning.buffers import Buffer
 
 
 def fmt_bytes(n: int | float) -> str:
@@ -80,3 +81,63 @@ def memory_timeline_png(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def arena_layout_png(
+    buffers: Sequence[Buffer],
+    offsets: Sequence[int],
+    path: Path,
+    *,
+    title: str,
+    peak: int,
+    peak_step: int | None = None,
+) -> None:
+    """Draw an arena plan: time (steps) on x, offset on y, one rectangle per buffer, the line of
+    the peak (no plan can go below it) and the step where it is reached; write a PNG atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=120)
+    cmap = plt.get_cmap("tab20")
+    arena = max((o + b.size for b, o in zip(buffers, offsets, strict=True)), default=0)
+    steps = max((b.upper for b in buffers), default=1)
+    scale, unit = (1024, "KiB") if arena >= 4096 else (1, "B")
+    for i, (b, o) in enumerate(zip(buffers, offsets, strict=True)):
+        if b.size == 0:
+            continue
+        ax.add_patch(
+            Rectangle(
+                (b.lower, o / scale),
+                b.upper - b.lower,
+                b.size / scale,
+                facecolor=cmap(i % 20),
+                edgecolor="black",
+                linewidth=0.3,
+                alpha=0.85,
+            )
+        )
+    ax.axhline(peak / scale, color="red", linestyle="--", linewidth=1, label=f"peak {fmt_bytes(peak)}")
+    if peak_step is not None and peak_step >= 0:
+        ax.axvspan(peak_step, peak_step + 1, color="red", alpha=0.12, label=f"peak step {peak_step}")
+    ax.set_xlim(0, steps)
+    ax.set_ylim(0, max(arena, peak, 1) / scale * 1.04)
+    ax.set_xlabel("step (op executed)")
+    ax.set_ylabel(f"arena offset ({unit})")
+    ax.set_title(f"{title}: arena {fmt_bytes(arena)}, fragmentation {fragmentation(arena, peak):.1%}")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def fragmentation(arena: int, peak: int) -> float:
+    """Bytes the arena holds beyond the peak, as a fraction of the peak (0.0 with no peak).
+
+    >>> fragmentation(125, 100)
+    0.25
+    """
+    return (arena - peak) / peak if peak else 0.0

@@ -22,6 +22,7 @@ import numpy as np
 
 from serenity.errors import OrderError, RuntimeFailure, SerenityError
 from serenity.formats import Model, load
+from serenity.ir import with_alignment
 from serenity.memory import simulate
 
 
@@ -35,6 +36,10 @@ class VerifyReport:
         runtime: ``"onnxruntime"``, ``"tflite-micro"`` or ``"none"`` (JSON graphs).
         arena_original, arena_reordered: TFLite Micro's planned (non-persistent) arena for each
             file, as its allocator reports it; ``None`` for other runtimes.
+        arena_planned: The extent of the arena plan REORDERED carries (``OfflineMemoryAllocation``),
+            ``None`` without one.
+        plan_honoured: TFLite Micro's measured arena equals that plan (``None`` without one); a
+            plan that is not honoured fails the check.
         outputs: Number of outputs compared.
         max_abs_diff: Largest absolute difference over all outputs (0.0 when identical).
     """
@@ -55,6 +60,8 @@ class VerifyReport:
     problems: tuple[str, ...]
     arena_original: int | None = None
     arena_reordered: int | None = None
+    arena_planned: int | None = None
+    plan_honoured: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -87,9 +94,10 @@ def verify(
     identical: bool | None = None
     runtime, n_out, diff = "none", 0, 0.0
     arenas: tuple[int | None, int | None] = (None, None)
+    planned: tuple[int | None, bool | None] = (None, None)
     if not structure and order_ok and a.format in ("onnx", "tflite"):
         try:
-            outs_a, outs_b, runtime, arenas = _run_both(a, b, seed, dims)
+            outs_a, outs_b, runtime, arenas, planned = _run_both(a, b, seed, dims)
         except SerenityError as e:
             if str(a.path) in str(e) or str(b.path) in str(e):
                 raise
@@ -107,8 +115,18 @@ def verify(
             if not same:
                 identical = False
                 problems.append(f"output {i} differs (max abs diff {diff:g})")
+        if planned[1] is False:
+            problems.append(
+                f"TFLite Micro's arena ({arenas[1]} B) is not the embedded plan's ({planned[0]} B)"
+            )
     rep = _report(a, b, problems, not structure, order_ok, identical, runtime, n_out, diff, seed)
-    return replace(rep, arena_original=arenas[0], arena_reordered=arenas[1])
+    return replace(
+        rep,
+        arena_original=arenas[0],
+        arena_reordered=arenas[1],
+        arena_planned=planned[0],
+        plan_honoured=planned[1],
+    )
 
 
 def _report(
@@ -123,8 +141,10 @@ def _report(
     diff: float,
     seed: int,
 ) -> VerifyReport:
-    peak_b = simulate(b.graph, b.graph.listed_order).peak if order_ok and structure else None
-    peak_a = None if a.graph.listed_problem else simulate(a.graph, a.graph.listed_order).peak
+    # Peaks under the runtime's accounting: TFLite Micro rounds every buffer up to 16 bytes.
+    ga, gb = (with_alignment(m.graph, 16) if m.format == "tflite" else m.graph for m in (a, b))
+    peak_b = simulate(gb, gb.listed_order).peak if order_ok and structure else None
+    peak_a = None if ga.listed_problem else simulate(ga, ga.listed_order).peak
     return VerifyReport(
         original=str(a.path),
         reordered=str(b.path),
@@ -160,6 +180,12 @@ def _structure_problem(a: Model, b: Model) -> str | None:
     if a.format == "onnx":
         from serenity.formats.onnx_io import structure_problem
     elif a.format == "tflite":
+        from serenity.formats.tflite_bytes import TFLiteSource
+
+        if isinstance(b.source, TFLiteSource) and b.source.offline_plan:
+            from serenity.formats.tflite_plan import semantic_problem
+
+            return semantic_problem(a, b)
         from serenity.formats.tflite_io import structure_problem  # type: ignore[no-redef]
     else:
         from serenity.formats.json_io import structure_problem  # type: ignore[no-redef]
@@ -168,16 +194,20 @@ def _structure_problem(a: Model, b: Model) -> str | None:
 
 def _run_both(
     a: Model, b: Model, seed: int, dims: Mapping[str, int] | None
-) -> tuple[list[np.ndarray], list[np.ndarray], str, tuple[int | None, int | None]]:
-    """Outputs of both models on the same seeded inputs, the runtime's name, and TFLM's arenas."""
+) -> tuple[
+    list[np.ndarray], list[np.ndarray], str, tuple[int | None, int | None], tuple[int | None, bool | None]
+]:
+    """Outputs of both models on the same seeded inputs, the runtime's name, TFLM's arenas, and
+    REORDERED's embedded plan extent with whether TFLM honoured it."""
     assert a.path is not None and b.path is not None
     if a.format == "onnx":
         from serenity.runtime import onnxrt
 
         feeds = onnxrt.random_inputs(onnxrt.session(a.path), seed, dict(dims or {}))
-        return onnxrt.run(a.path, feeds), onnxrt.run(b.path, feeds), "onnxruntime", (None, None)
+        return onnxrt.run(a.path, feeds), onnxrt.run(b.path, feeds), "onnxruntime", (None, None), (None, None)
     from serenity.runtime import tflm
 
     inputs = tflm.random_inputs(a.path, seed)
-    ra, rb = tflm.execute(a.path, inputs), tflm.execute(b.path, inputs)
-    return list(ra.outputs), list(rb.outputs), "tflite-micro", (ra.arena.head, rb.arena.head)
+    ra, rb = tflm.execute(a.path, inputs), tflm.execute_planned(b.path, inputs)
+    arenas = (ra.arena.head, rb.measured)
+    return list(ra.outputs), list(rb.result.outputs), "tflite-micro", arenas, (rb.planned, rb.honoured)

@@ -158,3 +158,27 @@ def guard_outputs(outputs: Iterable[tuple[str, str | Path | None]], inputs: Iter
         check_writable(path, option)
         seen.append((option, path))
     return [p for _, p in seen]
+
+
+#: Buffer alignment of each format's runtime: TensorFlow Lite Micro rounds every buffer up to
+#: 16 bytes (``MicroArenaBufferAlignment()``); ONNX and JSON graphs keep exact sizes unless asked.
+DEFAULT_ALIGNMENT = {"tflite": 16, "onnx": 1, "json": 1}
+
+
+def add_alignment(p: argparse.ArgumentParser) -> None:
+    """``--align N``: the byte alignment every activation buffer is rounded up to."""
+    p.add_argument(
+        "--align",
+        type=positive_int,
+        metavar="N",
+        help="round every activation up to N bytes (default: 16 for .tflite, as TFLite Micro "
+        "allocates; 1 for .onnx and .json)",
+    )
+
+
+def alignment_for(model: Any, requested: int | None) -> int:
+    """The alignment to account ``model``'s activations at: ``--align`` if given, else its
+    runtime's (:data:`DEFAULT_ALIGNMENT`)."""
+    if requested is not None:
+        return int(requested)
+    return DEFAULT_ALIGNMENT.get(model.format, 1)

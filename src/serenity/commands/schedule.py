@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from serenity.commands.common import (
     Deadline,
+    add_alignment,
     add_common,
+    alignment_for,
     duration,
     emit_json,
     guard_outputs,
@@ -39,6 +42,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-states", type=positive_int, metavar="N", help="cap on stored search states (exact methods)"
     )
+    p.add_argument(
+        "--embed-plan",
+        action="store_true",
+        help="(.tflite) also write the arena plan as OfflineMemoryAllocation metadata, which TFLite "
+        "Micro's planner honours; implies --objective arena",
+    )
+    p.add_argument(
+        "--objective",
+        choices=("peak", "arena"),
+        help="peak: the smallest peak (default); arena: among orders with that peak, one whose "
+        "arena plan reaches it (default with --embed-plan)",
+    )
+    p.add_argument(
+        "--planner",
+        default="exact",
+        metavar="NAME",
+        help="arena planner for --objective arena and --embed-plan: exact (default) or tflm-greedy",
+    )
+    add_alignment(p)
     add_common(p)
     p.set_defaults(func=run)
 
@@ -47,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``schedule``; returns the exit code."""
     from serenity.formats import format_of, load, protected_files, save
     from serenity.fsutil import refuse_overwrite
+    from serenity.ir import with_alignment
     from serenity.memory import simulate
+    from serenity.planning import PLANNERS
     from serenity.report import fmt_bytes, status, table
     from serenity.schedulers import DEFAULT_METHOD, SCHEDULERS, schedule
 
@@ -57,59 +81,147 @@ def run(args: argparse.Namespace) -> int:
     if method not in SCHEDULERS and method != "best":
         known = ", ".join(["best", *SCHEDULERS])
         raise SerenityError(f"--method: unknown scheduling method '{method}' (known: {known})")
+    if (args.objective == "arena" or args.embed_plan) and args.planner not in PLANNERS:
+        raise SerenityError(f"--planner: unknown planner '{args.planner}' (known: {', '.join(PLANNERS)})")
     dims = parse_dims(args.dim)
     if format_of(src) != format_of(dst):
         raise SerenityError(f"{dst}: output must have the input's format ({src.suffix})")
+    if args.embed_plan and format_of(src) != "tflite":
+        raise SerenityError(
+            f"{src}: --embed-plan writes TFLite Micro's OfflineMemoryAllocation; .tflite only"
+        )
+    objective = args.objective or ("arena" if args.embed_plan else "peak")
     refuse_overwrite(src, dst, in_place=args.in_place)
     guard_outputs([("-o", dst)], [] if args.in_place else [src])
     model = load(src, dims=dims)
     load_seconds = time.perf_counter() - deadline.start
     data = [p for p in protected_files(model) if p != model.path]
     guard_outputs([("-o", dst)], data if args.in_place else [*data, src])
-    invalid = model.graph.listed_problem
-    before = None if invalid else simulate(model.graph, model.graph.listed_order).peak
-    with status(f"scheduling {len(model.graph.ops)} ops with '{method}'", quiet=args.json):
+    align = alignment_for(model, args.align)
+    graph = with_alignment(model.graph, align)
+    invalid = graph.listed_problem
+    before = None if invalid else simulate(graph, graph.listed_order).peak
+    with status(f"scheduling {len(graph.ops)} ops with '{method}'", quiet=args.json):
         t0 = time.perf_counter()
-        result = schedule(model.graph, method, time_limit=deadline.left(), max_states=args.max_states)
+        result = schedule(graph, method, time_limit=deadline.left(), max_states=args.max_states)
+        order = result.order
+        arena = None
+        if objective == "arena":
+            arena = _choose_arena(model, graph, result, align, args.planner, deadline)
+            order = arena["order"]
         seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
-    save(model, result.order, dst)
+    if args.embed_plan:
+        from serenity.formats.tflite_plan import save_tflite_with_plan
+
+        assert arena is not None
+        save_tflite_with_plan(model, order, arena["offsets"], dst)
+    else:
+        save(model, order, dst)
     save_seconds = time.perf_counter() - t1
-    out = {
+    peak_after = simulate(graph, order).peak
+    out: dict[str, Any] = {
         "model": str(src),
         "output": str(dst),
         "method": result.method,
+        "objective": objective,
+        "alignment": align,
         "peak_before": before,
-        "peak_after": result.peak,
+        "peak_after": peak_after,
         "lower_bound": result.lower_bound,
-        "proven_optimal": result.proven_optimal,
-        "reduction": round(before / result.peak, 4) if result.peak and before is not None else None,
+        "proven_optimal": result.proven_optimal and peak_after == result.peak,
+        "reduction": round(before / peak_after, 4) if peak_after and before is not None else None,
         "listed_order_invalid": invalid,
         "seconds": round(seconds, 6),
         "load_seconds": round(load_seconds, 6),
         "save_seconds": round(save_seconds, 6),
         "stats": dict(result.stats),
+        **_tflm_arenas(model, order, arena, args.embed_plan),
     }
+    if arena is not None:
+        out["arena"] = {k: v for k, v in arena.items() if k not in ("order", "offsets")}
+        out["plan_embedded"] = bool(args.embed_plan)
     if args.json:
         emit_json(out)
         return 0
-    table(
-        "Schedule",
-        ["", ""],
-        [
-            ("method", result.method),
-            ("peak", _before_after(before, result.peak)),
-            *([("listed order", f"invalid: {invalid}")] if invalid else []),
-            ("lower bound", fmt_bytes(result.lower_bound)),
-            ("proven optimal", "yes" if result.proven_optimal else "no"),
-            *([("states explored", f"{result.stats['states']:,}")] if "states" in result.stats else []),
-            *([("search stopped", str(result.stats["stopped"]))] if result.stats.get("stopped") else []),
-            ("time", f"{seconds:.3f} s (load {load_seconds:.3f} s, save {save_seconds:.3f} s)"),
-            ("written", str(dst)),
-        ],
-        show_header=False,
-    )
+    rows = [
+        ("method", result.method + ("" if objective == "peak" else f" (objective: {objective})")),
+        ("peak", _before_after(before, peak_after) + (f", {align}-byte aligned" if align > 1 else "")),
+        *([("listed order", f"invalid: {invalid}")] if invalid else []),
+        ("lower bound", fmt_bytes(result.lower_bound)),
+        ("proven optimal", "yes" if out["proven_optimal"] else "no"),
+        *([("states explored", f"{result.stats['states']:,}")] if "states" in result.stats else []),
+        *([("search stopped", str(result.stats["stopped"]))] if result.stats.get("stopped") else []),
+    ]
+    if arena is not None:
+        proven = "proven smallest" if arena["proven"] else f"gap {fmt_bytes(arena['gap_bytes'])} to the bound"
+        rows.append(("arena plan", f"{fmt_bytes(arena['arena_bytes'])} ({arena['planner']}, {proven})"))
+    if out.get("tflm_arena_before") is not None and out.get("tflm_arena_after") is not None:
+        rows.append(("TFLM arena", _before_after(out["tflm_arena_before"], out["tflm_arena_after"])
+                     + (" (plan embedded)" if args.embed_plan else " (predicted)")))  # fmt: skip
+    rows += [
+        ("time", f"{seconds:.3f} s (load {load_seconds:.3f} s, save {save_seconds:.3f} s)"),
+        ("written", str(dst)),
+    ]
+    table("Schedule", ["", ""], rows, show_header=False)
     return 0
+
+
+def _choose_arena(
+    model: Any, graph: Any, result: Any, align: int, planner_name: str, deadline: Deadline
+) -> dict[str, Any]:
+    """Order and placement together (:mod:`serenity.planning.joint`); the chosen order, its
+    tensor offsets and the plan's figures."""
+    from serenity.planning import PLANNERS, check_plan
+    from serenity.planning.joint import plan_with_order
+    from serenity.planning.target import target_buffers
+    from serenity.schedulers import BASELINES
+
+    def buffers_for(order: tuple[int, ...]) -> tuple[Any, ...]:
+        return target_buffers(model.graph, order, fmt=model.format, alignment=align).buffers
+
+    baselines = [fn(graph) for fn in BASELINES.values()] if len(graph.ops) <= 5000 else []
+    joint = plan_with_order(
+        graph, result, buffers_for, PLANNERS[planner_name], time_limit=deadline.left(), baselines=baselines
+    )
+    target = target_buffers(model.graph, joint.order, fmt=model.format, alignment=align)
+    check_plan(target.buffers, joint.plan.offsets)  # never write a plan that was not checked
+    return {
+        "order": joint.order,
+        "offsets": target.tensor_offsets(joint.plan.offsets),
+        "planner": joint.plan.planner,
+        "arena_bytes": joint.plan.arena,
+        "lower_bound": joint.plan.lower_bound,
+        "gap_bytes": joint.plan.gap,
+        "proven": joint.plan.proven,
+        "candidates": joint.candidates,
+        "seconds": round(joint.plan.seconds, 6),
+    }
+
+
+def _tflm_arenas(
+    model: Any, order: tuple[int, ...], arena: dict[str, Any] | None, embedded: bool
+) -> dict[str, Any]:
+    """For a ``.tflite``: the arena TFLite Micro plans for the input file and for the output
+    (predicted by the model of its planner, which the tests hold to TFLM's measurement)."""
+    if model.format != "tflite":
+        return {}
+    from serenity.errors import UnsupportedError
+    from serenity.formats.tflite_plan import offline_offsets
+    from serenity.planning.tflm_greedy import predict_tflm_arena
+
+    try:
+        own = offline_offsets(model) or None
+        before = (
+            None
+            if model.graph.listed_problem
+            else predict_tflm_arena(model.graph, model.graph.listed_order, offline=own)
+        )
+        offline = arena["offsets"] if embedded and arena is not None else None
+        after = predict_tflm_arena(model.graph, order, offline=offline)
+    except UnsupportedError:
+        return {"tflm_arena_before": None, "tflm_arena_after": None}
+    return {"tflm_arena_before": before, "tflm_arena_after": after}
 
 
 def _before_after(before: int | None, after: int) -> str:

@@ -49,6 +49,17 @@ def run(args: argparse.Namespace) -> int:
                 if rep.arena_original is not None and rep.arena_reordered is not None
                 else []
             ),
+            *(
+                [
+                    (
+                        "arena plan",
+                        f"{fmt_bytes(rep.arena_planned)} embedded, "
+                        + ("honoured by TFLite Micro" if rep.plan_honoured else "NOT honoured"),
+                    )
+                ]
+                if rep.arena_planned is not None
+                else []
+            ),
             ("verdict", "OK" if rep.ok else "FAILED: " + "; ".join(rep.problems)),
         ],
         show_header=False,
@@ -59,4 +70,4 @@ def run(args: argparse.Namespace) -> int:
 def _peak(n: int | None) -> str:
     from serenity.report import fmt_bytes
 
-    return "(invalid order)" if n is None else fmt_bytes(n)
+    return "n/a" if n is None else fmt_bytes(n)

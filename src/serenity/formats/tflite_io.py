@@ -132,7 +132,8 @@ def save_tflite(model: Model, order: Sequence[int], path: Path) -> None:
     if src.offline_plan and order != model.graph.listed_order:
         raise UnsupportedError(
             f"{path}: the model carries an OfflineMemoryAllocation plan made for its listed op "
-            "order; reordering would make planned tensors overlap (remove the metadata first)"
+            "order; reordering would make planned tensors overlap (re-plan it with "
+            "'serenity schedule --embed-plan')"
         )
     atomic_write_bytes(path, permute_operators(src, order))
 

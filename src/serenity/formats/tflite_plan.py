@@ -71,9 +71,7 @@ def read_offline_plan(model: bytes | str | os.PathLike[str]) -> list[int] | None
         raise ModelFormatError(f"{label}: {OFFLINE_PLAN} buffer has {len(raw)} bytes")
     words = struct.unpack_from(f"<{len(raw) // 4}i", raw)
     if words[2] != len(words) - 3:
-        raise ModelFormatError(
-            f"{label}: {OFFLINE_PLAN} says {words[2]} offsets but holds {len(words) - 3}"
-        )
+        raise ModelFormatError(f"{label}: {OFFLINE_PLAN} says {words[2]} offsets but holds {len(words) - 3}")
     return list(words[3:])
 
 
@@ -163,15 +161,77 @@ def embed_plan(model: Model, order: Sequence[int], offsets: Mapping[str, int]) -
     return patched if patched is not None else _reserialise(data, payload, str(model.path))
 
 
-def save_tflite_with_plan(
-    model: Model, order: Sequence[int], offsets: Mapping[str, int], path: Path
-) -> None:
+def save_tflite_with_plan(model: Model, order: Sequence[int], offsets: Mapping[str, int], path: Path) -> None:
     """Write :func:`embed_plan` to ``path`` (atomically: a temporary file renamed).
 
     Raises:
         The errors of :func:`embed_plan`.
     """
     atomic_write_bytes(Path(path), embed_plan(model, order, offsets))
+
+
+def semantic_problem(a: Model, b: Model) -> str | None:
+    """How ``b`` differs from ``a`` in meaning, beyond subgraph 0's operator order and an
+    ``OfflineMemoryAllocation`` plan, or ``None``.
+
+    :func:`embed_plan` may re-serialise a file (buffers re-aligned, a metadata buffer added), so a
+    planned file is compared through the schema's object API, not byte for byte: every field of
+    every table, with each tensor's buffer index replaced by the buffer's bytes, subgraph 0's
+    operators as a multiset, and the plan's metadata entry left out.
+
+    Returns:
+        One line naming the first part that differs, or ``None``.
+    """
+    ca, cb = _canonical(_source(a).data), _canonical(_source(b).data)
+    for key in ca:
+        if ca[key] != cb.get(key):
+            return f"the TFLite models differ in {key} (beyond operator order and the arena plan)"
+    return None
+
+
+def _canonical(data: bytes) -> dict[str, Any]:
+    """The model as nested tuples (see :func:`semantic_problem`)."""
+    mt = fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
+    buffers = [b"" if b.data is None else np.asarray(b.data, np.uint8).tobytes() for b in mt.buffers or []]
+
+    def buf(i: int) -> bytes:
+        return buffers[i] if 0 <= i < len(buffers) else b""
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, np.ndarray):
+            return ("array", x.dtype.str, tuple(x.ravel().tolist()), x.shape)
+        if isinstance(x, (list, tuple)):
+            return tuple(plain(v) for v in x)
+        if isinstance(x, dict):
+            return tuple(sorted((k, plain(v)) for k, v in x.items()))
+        if hasattr(x, "__dict__"):
+            return (type(x).__name__, tuple(sorted((k, plain(v)) for k, v in vars(x).items())))
+        return x
+
+    subgraphs = []
+    for k, sg in enumerate(mt.subgraphs or []):
+        tensors = []
+        for t in sg.tensors or []:
+            fields = {k2: v for k2, v in vars(t).items() if k2 != "buffer"}
+            tensors.append((plain(fields), buf(t.buffer)))
+        ops = [plain(op) for op in sg.operators or []]
+        rest = {k2: v for k2, v in vars(sg).items() if k2 not in ("tensors", "operators")}
+        subgraphs.append(
+            (tuple(tensors), tuple(sorted(ops, key=repr)) if k == 0 else tuple(ops), plain(rest))
+        )
+    metadata = tuple(
+        (md.name, buf(md.buffer))
+        for md in mt.metadata or []
+        if md.name not in (OFFLINE_PLAN, OFFLINE_PLAN.encode())
+    )
+    return {
+        "version": mt.version,
+        "operator codes": plain(mt.operatorCodes),
+        "subgraphs": tuple(subgraphs),
+        "description": mt.description,
+        "metadata": metadata,
+        "signature defs": plain(mt.signatureDefs),
+    }
 
 
 # -- internals ----------------------------------------------------------------------------------
