@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serenity.ir import Graph, with_element_size
+from serenity.ir import Graph, with_alignment, with_element_size
 from serenity.schedulers import BASELINES, SCHEDULERS
 from serenity.schedulers.result import op_lower_bound
 
@@ -166,7 +166,8 @@ def load_zoo_graph(name: str, *, element_bytes: int = 4) -> tuple[Graph, str]:
 
     A model file is loaded with :func:`serenity.formats.load` and re-accounted at
     ``element_bytes`` only when that is not its own element size (float32 files at 4 B are
-    left as they are; an int8 ``.tflite`` keeps its 1-byte tensors unless asked otherwise).
+    left as they are; an int8 ``.tflite`` keeps its 1-byte tensors unless asked otherwise). A
+    ``.tflite`` file is accounted as TFLite Micro allocates, every buffer rounded up to 16 bytes.
 
     Raises:
         UnknownModelError: no such zoo network.
@@ -179,6 +180,8 @@ def load_zoo_graph(name: str, *, element_bytes: int = 4) -> tuple[Graph, str]:
 
         model = load(name)
         graph = model.graph if element_bytes == 4 else with_element_size(model.graph, element_bytes)
+        if model.format == "tflite":
+            graph = with_alignment(graph, 16)
         return graph, f"{model.format} file"
     return zoo.graph(name, element_bytes=element_bytes), zoo.info(name).family
 

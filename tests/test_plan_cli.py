@@ -1,0 +1,136 @@
+"""``serenity plan`` and ``schedule --embed-plan``: arena plans on real models, embedded plans that
+TensorFlow Lite Micro honours with identical outputs, order and placement chosen together."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import onnx_graphs as G
+from dags import random_dag
+from serenity.cli import main
+from serenity.formats import load
+from serenity.formats.tflite_plan import read_offline_plan
+from serenity.ir import with_alignment
+from serenity.planning import PLANNERS, buffers_of, check_plan, peak_of
+from serenity.planning.joint import plan_with_order
+from serenity.planning.tflm_greedy import predict_tflm_arena
+from serenity.schedulers import schedule
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+MODELS = sorted(p.name for p in EXAMPLES.glob("*.tflite"))
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_plan_tflm_greedy_is_the_arena_tflm_plans(capsys, name: str) -> None:
+    path = EXAMPLES / name
+    code, out, err = run(capsys, "plan", path, "--planner", "tflm-greedy", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    model = load(path)
+    assert d["arena_bytes"] == predict_tflm_arena(model.graph, model.graph.listed_order)
+    assert d["alignment"] == 16 and d["arena_bytes"] >= d["peak_bytes"] == d["lower_bound"]
+    assert set(d["offsets"]) == {t.name for t in model.graph.activations if t.nbytes}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_plan_exact_reaches_the_peak_of_the_optimal_order(capsys, name: str) -> None:
+    code, out, err = run(capsys, "plan", EXAMPLES / name, "--order", "optimal", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["planner"] == "exact" and d["proven"] and d["arena_bytes"] == d["peak_bytes"]
+    assert d["fragmentation"] == 0
+
+
+def test_plan_order_from_a_json_file_and_a_plot(capsys, tmp_path: Path) -> None:
+    path = EXAMPLES / "nas_cells_int8.tflite"
+    model = load(path)
+    order = list(schedule(model.graph, "dfs").order)
+    names = tmp_path / "order.json"
+    names.write_text(json.dumps({"order": [model.graph.ops[i].name for i in order]}))
+    png = tmp_path / "arena.png"
+    code, out, err = run(capsys, "plan", path, "--order", names, "--plot", png, "--json")
+    assert code == 0, err
+    assert json.loads(out)["order"] == "order.json" and png.read_bytes()[:4] == b"\x89PNG"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(list(reversed(order))))
+    code, _, err = run(capsys, "plan", path, "--order", bad)
+    assert code == 2 and "bad.json" in err and "before" in err
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_embedded_plan_is_honoured_by_tflm_with_identical_outputs(capsys, tmp_path: Path, name: str) -> None:
+    src, dst = EXAMPLES / name, tmp_path / name
+    code, out, err = run(capsys, "schedule", src, "-o", dst, "--embed-plan", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["objective"] == "arena" and d["plan_embedded"] and d["proven_optimal"]
+    # the arena meets the proven optimal peak (16-byte accounting): no fragmentation at all
+    assert d["arena"]["proven"] and d["arena"]["arena_bytes"] == d["peak_after"] == d["lower_bound"]
+    assert d["tflm_arena_after"] == d["peak_after"] <= d["tflm_arena_before"]
+    assert read_offline_plan(dst) is not None
+    code, out, err = run(capsys, "verify", src, dst, "--json")
+    v = json.loads(out)
+    assert code == 0, err
+    assert v["outputs_identical"] and v["plan_honoured"] and v["arena_reordered"] == d["peak_after"]
+
+
+def test_a_planned_file_is_replanned_not_refused(capsys, tmp_path: Path) -> None:
+    once, twice = tmp_path / "once.tflite", tmp_path / "twice.tflite"
+    src = EXAMPLES / "inception_block_int8.tflite"
+    assert run(capsys, "schedule", src, "-o", once, "--embed-plan", "--planner", "tflm-greedy")[0] == 0
+    code, _, err = run(capsys, "schedule", once, "-o", tmp_path / "plain.tflite", "--method", "bfs")
+    assert code == 2 and "--embed-plan" in err
+    code, out, err = run(capsys, "schedule", once, "-o", twice, "--embed-plan", "--json")
+    assert code == 0, err
+    assert json.loads(out)["arena"]["proven"]
+    code, out, _ = run(capsys, "verify", once, twice, "--json")
+    assert code == 0 and json.loads(out)["plan_honoured"]
+
+
+def test_embed_plan_is_for_tflite_only(capsys, tmp_path: Path) -> None:
+    src = tmp_path / "b.onnx"
+    onnx.save(G.branchy(), src)
+    code, _, err = run(capsys, "schedule", src, "-o", tmp_path / "o.onnx", "--embed-plan")
+    assert code == 2 and ".tflite only" in err and not (tmp_path / "o.onnx").exists()
+    code, out, err = run(capsys, "schedule", src, "-o", tmp_path / "o.onnx", "--objective", "arena", "--json")
+    d = json.loads(out)
+    assert code == 0 and d["arena"]["arena_bytes"] >= d["peak_after"] and "plan_embedded" in d
+
+
+def test_unknown_planner_and_misplaced_options(capsys, tmp_path: Path) -> None:
+    path = EXAMPLES / "fan_concat_int8.tflite"
+    assert run(capsys, "plan", path, "--planner", "nope")[0] == 2
+    assert run(capsys, "plan", path, "--capacity", "10")[0] == 2
+    assert run(capsys, "plan")[0] == 2
+    code, _, err = run(capsys, "plan", path, "--plot", path)
+    assert code == 2 and "overwrite" in err
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 14), align=st.sampled_from([1, 16]))
+def test_joint_choice_is_a_valid_optimal_order_with_a_valid_plan(seed: int, n: int, align: int) -> None:
+    graph = with_alignment(random_dag(seed, n), align)
+    result = schedule(graph)
+    joint = plan_with_order(
+        graph, result, lambda order: buffers_of(graph, order), PLANNERS["exact"], time_limit=5.0
+    )
+    bufs = buffers_of(graph, joint.order)
+    assert graph.is_topological(joint.order) and joint.peak <= result.peak
+    assert check_plan(bufs, joint.plan.offsets) == joint.plan.arena
+    assert peak_of(bufs) == joint.peak  # the one memory model, independently of the planner
+    assert joint.plan.lower_bound == result.lower_bound <= joint.plan.arena
+    assert joint.plan.proven == (joint.plan.arena == result.lower_bound)
+    own = PLANNERS["exact"](buffers_of(graph, result.order), time_limit=5.0)
+    assert joint.plan.arena <= own.arena  # never worse than planning the schedule's own order
