@@ -50,26 +50,24 @@ def duration(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
+def _int_in(text: str, lo: int, hi: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    return _int_in(text, 1, 2**63 - 1, "a positive integer")
 
 
 def seed(text: str) -> int:
     """argparse type: a seed for numpy's generators, ``0 <= seed < 2**63``."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"expected an integer in 0..2^63-1, got {text!r}")
-    return value
+    return _int_in(text, 0, 2**63 - 1, "an integer in 0..2^63-1")
 
 
 def add_common(p: argparse.ArgumentParser, *, dims: bool = True) -> None:
