@@ -168,14 +168,10 @@ def greedy(part: Part) -> list[int]:
     return best
 
 
-def _preorder(part: Part, keys: str) -> list[int]:
-    width = [u - lo for lo, u in zip(part.lower, part.upper, strict=True)]
-    value = {
-        "W": width,
-        "A": [z * w for z, w in zip(part.z, width, strict=True)],
-        "T": [max(part.totals[part.s_lo[k] : part.s_hi[k]]) for k in range(len(part.z))],
-    }
-    return sorted(range(len(part.z)), key=lambda k: (*(-value[c][k] for c in keys), k))
+def _dense_rank(values: list[int]) -> list[int]:
+    # Rank of each value among the distinct values (order kept, magnitudes dropped: no overflow).
+    where = {v: r for r, v in enumerate(sorted(set(values)))}
+    return [where[v] for v in values]
 
 
 def decide(part: Part, cap: int, deadline: float | None, stats: dict[str, Any]) -> list[int] | None:
@@ -200,30 +196,24 @@ def decide(part: Part, cap: int, deadline: float | None, stats: dict[str, Any]) 
     stats["compiled"] = stats.get("compiled", True) and compiled
     run = xs.search_jit if compiled else xs.search_py
     step = SLICE_JIT if compiled else SLICE_PY
-    orders = []
-    for keys in PREORDERS:
-        perm = _preorder(part, keys)
-        rank = [0] * n
-        for i, k in enumerate(perm):
-            rank[k] = i
-        ov_ptr, ov_idx = [0], []
-        for k in perm:
-            ov_idx.extend(sorted(rank[j] for j in part.overlaps[k]))
-            ov_ptr.append(len(ov_idx))
-        sec_ptr, sec_buf = [0], []
-        for sec in part.sections:
-            sec_buf.extend(sorted(rank[k] for k in sec))
-            sec_ptr.append(len(sec_buf))
-        static = (
-            [part.z[k] for k in perm], ov_ptr, ov_idx, [part.s_lo[k] for k in perm],
-            [part.s_hi[k] for k in perm], sec_ptr, sec_buf,
-        )  # fmt: skip
-        orders.append((perm, static))
+    ov_ptr, ov_idx = [0], []
+    for k in range(n):
+        ov_idx.extend(sorted(part.overlaps[k]))
+        ov_ptr.append(len(ov_idx))
+    sec_ptr, sec_buf = [0], []
+    for sec in part.sections:
+        sec_buf.extend(sorted(sec))
+        sec_ptr.append(len(sec_buf))
+    width = [u - lo for lo, u in zip(part.lower, part.upper, strict=True)]
+    keyw = _dense_rank(width)
+    keya = _dense_rank([z * w for z, w in zip(part.z, width, strict=True)])
+    static = (part.z, ov_ptr, ov_idx, part.s_lo, part.s_hi, sec_ptr, sec_buf, part.totals)
     limit = n
     while True:
         limit *= 2
-        for perm, static in orders:
-            ws = xs.workspace(*static, part.totals, compiled=compiled)
+        for keys in PREORDERS:
+            heur = ["WAT".index(c) for c in keys]
+            ws = xs.workspace(*static, heur, keyw, keya, compiled=compiled)
             st = ws[-1]
             stats["runs"] = stats.get("runs", 0) + 1
             status = xs.RUNNING
@@ -236,11 +226,7 @@ def decide(part: Part, cap: int, deadline: float | None, stats: dict[str, Any]) 
             if status == xs.EXHAUSTED:
                 return None
             if status == xs.FOUND:
-                offset = ws[xs.OFFSET]
-                out = [0] * n
-                for i, k in enumerate(perm):
-                    out[k] = int(offset[i])
-                return out
+                return [int(o) for o in ws[xs.OFFSET]]
 
 
 def plan_exact(

@@ -50,8 +50,9 @@ else:
 
 #: How a slice of the search ended: a placement found, the space exhausted, the budget spent.
 FOUND, EXHAUSTED, RUNNING = 0, 1, 2
-#: Slots of the scalar state array ``st``: depth, status, nodes, stamp, started, opening, g0, bar.
-DEPTH, STATUS, NODES, STAMP, STARTED, OPENING, G0, BAR = range(8)
+#: Slots of the scalar state array ``st``: depth, status, nodes, stamp, started, opening, g0,
+#: bar, rp (the top of the rank log).
+DEPTH, STATUS, NODES, STAMP, STARTED, OPENING, G0, BAR, RP = range(9)
 #: Index of ``offset`` (the placement) in the tuple :func:`workspace` returns.
 OFFSET = 7
 
@@ -61,7 +62,8 @@ def _search(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one loop, laid out as th
     sec_ptr: Any, sec_buf: Any, offset: Any, m: Any, floor: Any, total: Any, ordr: Any, cnt: Any,
     pos: Any, chosen: Any, hatless: Any, pmin_off: Any, pmin_pre: Any, minh: Any, mlog_b: Any,
     mlog_v: Any, mtop: Any, flog_s: Any, flog_v: Any, ftop: Any, mark: Any, ga: Any, gb: Any,
-    barrier: Any, cuts: Any, cutdepth: Any, st: Any, budget: Any,
+    barrier: Any, cuts: Any, cutdepth: Any, heur: Any, keyw: Any, keya: Any, tkey: Any,
+    rank: Any, rlog_b: Any, rlog_v: Any, rbase: Any, st: Any, budget: Any,
 ) -> Any:
     """Run the search for at most ``budget`` more nodes; return ``FOUND``, ``EXHAUSTED`` or
     ``RUNNING`` (also left in ``st[STATUS]``). Buffers are indexed in preorder; the caller
@@ -96,20 +98,55 @@ def _search(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one loop, laid out as th
             c = 0
             low = -1
             if g0 < nsec:
+                # 7. Preorder the group as minimalloc does a part: by the keys in heur, largest
+                # first (0 lifetime, 1 area, 2 the fullest section's unplaced bytes now).
                 for s in range(g0, e):
                     for q in range(sec_ptr[s], sec_ptr[s + 1]):
                         j = sec_buf[q]
                         if s_lo[j] != s or offset[j] >= 0:
                             continue
+                        t = 0
+                        for u in range(s_lo[j], s_hi[j]):
+                            t = max(t, total[u])
+                        tkey[j] = t
                         r = base + c
-                        while r > base and (m[ordr[r - 1]] > m[j] or (m[ordr[r - 1]] == m[j] and ordr[r - 1] > j)):
-                            ordr[r] = ordr[r - 1]
+                        while r > base:
+                            p = ordr[r - 1]
+                            after = p > j
+                            for h in range(3):
+                                if heur[h] == 0:
+                                    vp, vj = keyw[p], keyw[j]
+                                elif heur[h] == 1:
+                                    vp, vj = keya[p], keya[j]
+                                else:
+                                    vp, vj = tkey[p], tkey[j]
+                                if vp != vj:
+                                    after = vp < vj
+                                    break
+                            if not after:
+                                break
+                            ordr[r] = p
                             r -= 1
                         ordr[r] = j
                         c += 1
-                        h = m[j] + z[j]
-                        if low < 0 or h < low:
-                            low = h
+                rbase[d + 1] = st[RP]
+                for i in range(c):
+                    j = ordr[base + i]
+                    rlog_b[st[RP]] = j
+                    rlog_v[st[RP]] = rank[j]
+                    st[RP] += 1
+                    rank[j] = i
+                # Then by (m, rank): stable insertion keeps the preorder among equal m.
+                for i in range(c):
+                    j = ordr[base + i]
+                    r = base + i
+                    while r > base and m[ordr[r - 1]] > m[j]:
+                        ordr[r] = ordr[r - 1]
+                        r -= 1
+                    ordr[r] = j
+                    h = m[j] + z[j]
+                    if low < 0 or h < low:
+                        low = h
             if c == 0:
                 if g0 >= nsec:
                     st[STATUS] = FOUND
@@ -162,6 +199,9 @@ def _search(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one loop, laid out as th
                     m[mlog_b[q]] = mlog_v[q]
                 offset[b] = -1
                 chosen[dd] = -1
+            for q in range(st[RP] - 1, rbase[target + 1] - 1, -1):
+                rank[rlog_b[q]] = rlog_v[q]
+            st[RP] = rbase[target + 1]
             if target < 0:
                 st[STATUS] = EXHAUSTED
                 break
@@ -176,7 +216,7 @@ def _search(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one loop, laid out as th
         if off >= minh[d]:  # 2. dominance: this and every later buffer leave a gap
             pos[d] = cnt[d]
             continue
-        if off < pmin_off[d] or (off == pmin_off[d] and k < pmin_pre[d]):
+        if off < pmin_off[d] or (off == pmin_off[d] and rank[k] < pmin_pre[d]):
             pos[d] += 1
             continue
         spent += 1
@@ -251,7 +291,7 @@ def _search(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one loop, laid out as th
             if offset[j] >= 0:
                 continue
             r = base + c
-            while r > base and (m[ordr[r - 1]] > m[j] or (m[ordr[r - 1]] == m[j] and ordr[r - 1] > j)):
+            while r > base and (m[ordr[r - 1]] > m[j] or (m[ordr[r - 1]] == m[j] and rank[ordr[r - 1]] > rank[j])):
                 ordr[r] = ordr[r - 1]
                 r -= 1
             ordr[r] = j
@@ -269,7 +309,8 @@ def _search(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one loop, laid out as th
         pos[d] = 0
         chosen[d] = -1
         pmin_off[d] = off
-        pmin_pre[d] = k
+        pmin_pre[d] = rank[k]
+        rbase[d] = st[RP]
         minh[d] = low
         ga[d] = ga[d - 1]
         gb[d] = gb[d - 1]
@@ -291,13 +332,14 @@ search_jit: Callable[..., int] = njit(cache=True)(_search) if AVAILABLE else _se
 
 def workspace(
     z: list[int], ov_ptr: list[int], ov_idx: list[int], s_lo: list[int], s_hi: list[int],
-    sec_ptr: list[int], sec_buf: list[int], totals: list[int], *, compiled: bool,
+    sec_ptr: list[int], sec_buf: list[int], totals: list[int], heur: list[int], keyw: list[int],
+    keya: list[int], *, compiled: bool,
 ) -> tuple[Any, ...]:
     """The arrays :func:`_search` reads and writes, after ``n, nsec, cap``: numpy ``int64``
     arrays when ``compiled``, else Python lists (ints of any size).
 
     Args:
-        z: Sizes, in preorder.
+        z: Sizes.
         ov_ptr: For each buffer, where its run of ``ov_idx`` starts (CSR, ``n + 1`` entries).
         ov_idx: The buffers live at a step with each buffer.
         s_lo: First section each buffer spans.
@@ -305,30 +347,32 @@ def workspace(
         sec_ptr: For each section, where its run of ``sec_buf`` starts (CSR).
         sec_buf: The buffers of each section.
         totals: Bytes of each section.
+        heur: The preorder: three key codes (0 lifetime, 1 area, 2 section total).
+        keyw: Rank of each buffer's lifetime (larger lifetime, larger rank).
+        keya: Rank of each buffer's area.
         compiled: Arrays for :data:`search_jit` rather than lists for :data:`search_py`.
 
     Returns:
-        ``(z, ov_ptr, ov_idx, s_lo, s_hi, sec_ptr, sec_buf, offset, m, floor, total, ordr, cnt,
-        pos, chosen, hatless, pmin_off, pmin_pre, minh, mlog_b, mlog_v, mtop, flog_s, flog_v,
-        ftop, mark, ga, gb, barrier, cuts, cutdepth, st)``, the arguments of :func:`_search`
-        after ``cap``.
+        The arguments of :func:`_search` after ``cap`` and before ``budget``.
     """
     n, nsec = len(z), len(totals)
     # Floor log: along one path, each placement logs its own sections and at most every section.
     flog = sum(s_hi[b] - s_lo[b] for b in range(n)) + n * nsec
-    # offset, m, floor, total, ordr, cnt, pos, chosen, hatless, pmin_off, pmin_pre, minh,
-    # mlog_b, mlog_v, mtop, flog_s, flog_v, ftop, mark, ga, gb, barrier, cuts, cutdepth, st
-    sizes = (n, n, nsec, nsec, n * n, n, n, n, n, n, n, n, len(ov_idx), len(ov_idx), n + 1,
-             flog, flog, n + 1, nsec, n, n, n, nsec, nsec, 8)  # fmt: skip
     cuts = [0] * nsec  # buffers spanning sections s and s + 1
     for b in range(n):
         for s in range(s_lo[b], s_hi[b] - 1):
             cuts[s] += 1
-    unset = (0, 7)  # offset and chosen start at -1: nothing placed, nothing chosen
+    ne = len(ov_idx)
+    state: list[list[int]] = [
+        [-1] * n, [0] * n, [0] * nsec, list(totals),  # offset, m, floor, total
+        [0] * (n * n), [0] * n, [0] * n, [-1] * n, [0] * n,  # ordr, cnt, pos, chosen, hatless
+        [0] * n, [0] * n, [0] * n,  # pmin_off, pmin_pre, minh
+        [0] * ne, [0] * ne, [0] * (n + 1), [0] * flog, [0] * flog, [0] * (n + 1),  # logs
+        [0] * nsec, [0] * n, [0] * n, [0] * n, cuts, [0] * nsec,  # mark, ga, gb, barrier, cuts
+        heur, keyw, keya, [0] * n, list(range(n)),  # heur, keyw, keya, tkey, rank
+        [0] * (n * n), [0] * (n * n), [0] * (n + 1), [0] * 9,  # rlog_b, rlog_v, rbase, st
+    ]  # fmt: skip
     static = (z, ov_ptr, ov_idx, s_lo, s_hi, sec_ptr, sec_buf)
-    state: list[list[int]] = [[-1 if i in unset else 0] * k for i, k in enumerate(sizes)]
-    state[3] = list(totals)
-    state[22] = cuts
     if not compiled:
         return (*static, *state)
     return tuple(np.array(a, dtype=np.int64) for a in (*static, *state))
