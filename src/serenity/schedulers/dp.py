@@ -120,7 +120,7 @@ def schedule_dp(
             graph, only, method="optimal", seconds=clock.elapsed(), lower_bound=peak, proven=True,
             stats=info,
         )  # fmt: skip
-    if split:
+    if split and not clock.expired():
         # 0. Pieces between universal cuts, each solved by steps 1-5 (``stats["pieces"]``).
         joined = schedule_in_pieces(
             graph,

@@ -103,15 +103,19 @@ def pieces(graph: Graph, *, min_piece: int = MIN_PIECE) -> list[tuple[int, ...]]
 
 def piece_graph(graph: Graph, parts: Sequence[Sequence[int]], j: int) -> Graph:
     """Piece ``j`` of ``parts`` as a graph of its own (see :func:`piece_graphs`)."""
-    return piece_graphs(graph, parts)[j]
+    graphs = piece_graphs(graph, parts)
+    assert graphs is not None
+    return graphs[j]
 
 
-def piece_graphs(graph: Graph, parts: Sequence[Sequence[int]]) -> list[Graph]:
+def piece_graphs(
+    graph: Graph, parts: Sequence[Sequence[int]], clock: Deadline | None = None
+) -> list[Graph] | None:
     """Each piece of ``parts`` as a graph of its own whose peak equals the whole graph's during
     those steps (Claim 2 of the module docstring). Ops keep their names; op ``i`` of piece graph
     ``j`` is ``parts[j][i]`` of the whole. A piece's graph holds the tensors its ops touch, plus
     one pinned graph input (named ``<live across>``) for the bytes that only pass through it.
-    One pass over the tensors: O(ops + tensors + pieces)."""
+    One pass over the tensors: O(ops + tensors + pieces). ``None`` if ``clock`` runs out."""
     P = len(parts)
     where = [0] * len(graph.ops)
     for k, part in enumerate(parts):
@@ -151,6 +155,8 @@ def piece_graphs(graph: Graph, parts: Sequence[Sequence[int]]) -> list[Graph]:
     out = []
     passing = 0
     for j, part in enumerate(parts):
+        if j % 64 == 0 and clock is not None and clock.expired():
+            return None
         passing += across[j]
         ops = [graph.ops[v] for v in part]
         plain = [Op(op.name, op.type, op.inputs, op.outputs, attributes=op.attributes) for op in ops]
@@ -188,17 +194,22 @@ def schedule_in_pieces(
 
     Returns:
         The joined result (``proven_optimal`` only if every piece was proven, the lower bound
-        the largest piece bound), or ``None`` when the graph has no cut worth splitting at.
+        the largest piece bound), or ``None`` when the graph has no cut worth splitting at, or
+        the time ran out before the pieces were built (the caller then falls back to a whole-graph
+        order).
     """
     clock = Deadline(time_limit)
     parts = pieces(graph, min_piece=min_piece)
-    if len(parts) < 2:
+    if len(parts) < 2 or clock.expired():
         return None
-    graphs = piece_graphs(graph, parts)
+    graphs = piece_graphs(graph, parts, clock)
+    if graphs is None:
+        return None
     # The largest piece bound bounds the whole graph, so no piece needs to go below it.
     floor = 0
     for g in graphs:
         if clock.expired():
+            floor = max(floor, op_lower_bound(graph))
             break
         floor = max(floor, static_lower_bound(g.dense), op_lower_bound(g))
     order: list[int] = []

@@ -177,6 +177,9 @@ if AVAILABLE:
                     tv[i] = (g2 << 16) | v
                     # 4. Push (grow when full), with the ready set of the successor.
                     if size == hg.size:
+                        status = stop_status(deadline)
+                        if status != DRY:
+                            break
                         hg, hq, hp = grow(hg), grow(hq), grow_rows(hp)
                         hl, hs, hr = grow(hl), grow(hs), grow(hr)
                     p = hp[size]
@@ -191,8 +194,12 @@ if AVAILABLE:
                     seq += 1
                     heap_push(hg, hq, hp, size, g2, -seq)
                     size += 1
-                    # 5. Keep the table at most half full.
+                    # 5. Keep the table at most half full. Rehashing copies every row of W
+                    #    words: look at the clock first, so a limit holds on wide states.
                     if 2 * stored > tk.shape[0]:
+                        status = stop_status(deadline)
+                        if status != DRY:
+                            break
                         ok_, ov = tk, tv
                         tk = np.full((2 * ok_.shape[0], W), -1, np.int64)
                         tv = np.zeros(2 * ok_.shape[0], np.int64)
