@@ -52,7 +52,8 @@ def schedule_best(
     """Portfolio: run every registered scheduler and keep the lowest peak.
 
     Ties go to the earlier method in registry order. The returned ``stats`` record each
-    method's peak so the choice can be explained.
+    method's peak so the choice can be explained, and ``stopped`` names every method a time
+    limit or state cap cut short.
     """
     t0 = time.perf_counter()
     results = []
@@ -63,6 +64,10 @@ def schedule_best(
         results.append(r)
     best = min(results, key=lambda r: r.peak)
     bound = max(r.lower_bound for r in results)
+    stats = {"peaks": {r.method: r.peak for r in results}, **best.stats}
+    stopped = [f"{r.method}: {r.stats['stopped']}" for r in results if r.stats.get("stopped")]
+    if stopped:
+        stats["stopped"] = "; ".join(stopped)
     return make_result(
         graph,
         best.order,
@@ -70,7 +75,7 @@ def schedule_best(
         seconds=time.perf_counter() - t0,
         lower_bound=bound,
         proven=any(r.proven_optimal for r in results) or best.peak == bound,
-        stats={"peaks": {r.method: r.peak for r in results}, **best.stats},
+        stats=stats,
     )
 
 
