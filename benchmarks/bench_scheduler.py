@@ -58,12 +58,15 @@ def layered_dag(seed: int, n_ops: int, max_width: int = 8) -> Graph:
 
 
 def models(zoo_names: list[str] | None) -> list[tuple[str, Graph]]:
-    """``../shared/models`` through ``serenity.formats.load``, then the zoo networks."""
+    """The model files under ``../shared/models`` (sub-folders too) through
+    ``serenity.formats.load``, then the zoo networks."""
     from serenity.formats import load
 
     out = []
-    for path in sorted((ROOT.parent / "shared" / "models").glob("*")):
-        out.append((f"shared/{path.name}", load(path).graph))
+    shared = ROOT.parent / "shared" / "models"
+    for path in sorted(shared.rglob("*")):  # sub-folders (e.g. stem/) included, folders skipped
+        if path.is_file() and path.suffix in (".tflite", ".onnx", ".json"):
+            out.append((f"shared/{path.relative_to(shared)}", load(path).graph))
     try:
         from serenity import zoo
         from serenity.formats.onnx_io import from_proto
