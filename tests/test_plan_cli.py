@@ -134,3 +134,62 @@ def test_joint_choice_is_a_valid_optimal_order_with_a_valid_plan(seed: int, n: i
     assert joint.plan.proven == (joint.plan.arena == result.lower_bound)
     own = PLANNERS["exact"](buffers_of(graph, result.order), time_limit=5.0)
     assert joint.plan.arena <= own.arena  # never worse than planning the schedule's own order
+
+
+MINIMALLOC = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "minimalloc"
+
+
+def test_plan_buffers_csv_round_trip(capsys, tmp_path: Path) -> None:
+    src = tmp_path / "b.csv"
+    src.write_text("id,lower,upper,size\na,0,2,10\nb,1,3,30\nc,2,3,5\nd,0,3,4\n")
+    out = tmp_path / "planned.csv"
+    code, stdout, err = run(capsys, "plan", "--buffers", src, "-o", out, "--json")
+    assert code == 0, err
+    d = json.loads(stdout)
+    assert d["arena_bytes"] == d["peak_bytes"] == 44 and d["proven"]
+    lines = out.read_text().splitlines()
+    assert lines[0] == "id,lower,upper,size,offset" and len(lines) == 5
+    # the written plan reads back as the same buffers, and its offsets are a valid placement
+    from serenity.planning.csvio import read_csv
+
+    back = read_csv(out)
+    assert [(b.id, b.lower, b.upper, b.size) for b in back] == [("a", 0, 2, 10), ("b", 1, 3, 30),
+                                                                ("c", 2, 3, 5), ("d", 0, 3, 4)]  # fmt: skip
+    offsets = [int(line.rsplit(",", 1)[1]) for line in lines[1:]]
+    assert check_plan(back, offsets) == 44
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("id,lower,size\na,0,4\n", "upper"),
+        ("id,lower,upper,size\na,0,2,-4\n", "size"),
+        ("id,lower,upper,size\na,3,3,4\n", "upper"),
+        ("id,lower,upper,size\na,0,2,x\n", "size"),
+        ("", "empty"),
+    ],
+)
+def test_bad_buffer_csv_is_one_line_and_exit_2(capsys, tmp_path: Path, text: str, why: str) -> None:
+    src = tmp_path / "bad.csv"
+    src.write_text(text)
+    code, _, err = run(capsys, "plan", "--buffers", src, "-o", tmp_path / "o.csv")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "bad.csv" in err, err
+    assert why in err.lower() and not (tmp_path / "o.csv").exists()
+
+
+def test_capacity_too_small_is_exit_2(capsys, tmp_path: Path) -> None:
+    src = tmp_path / "b.csv"
+    src.write_text("id,lower,upper,size\na,0,2,10\nb,1,3,30\n")
+    code, _, err = run(capsys, "plan", "--buffers", src, "--capacity", "39")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "capacity" in err
+    code, out, _ = run(capsys, "plan", "--buffers", src, "--capacity", "40", "--json")
+    assert code == 0 and json.loads(out)["arena_bytes"] == 40
+
+
+@pytest.mark.skipif(not MINIMALLOC.is_dir(), reason="needs ../shared/benchmarks/minimalloc")
+def test_plan_a_minimalloc_instance_at_its_capacity(capsys, tmp_path: Path) -> None:
+    out = tmp_path / "K.csv"
+    src = MINIMALLOC / "K.1048576.csv"
+    code, stdout, err = run(capsys, "plan", "--buffers", src, "--capacity", "1048576", "-o", out, "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["arena_bytes"] <= 1048576 and out.is_file()

@@ -189,13 +189,13 @@ def read_order_file(graph: Any, path: Path) -> tuple[int, ...]:
 
 def _run_csv(args: argparse.Namespace) -> int:
     from serenity.planning import PLANNERS, check_plan, peak_of
-    from serenity.planning.csvio import read_buffers, write_buffers
+    from serenity.planning.csvio import read_csv, write_csv
     from serenity.report import fmt_bytes, fragmentation, table
 
     deadline = Deadline(args.time_limit)
     src = Path(args.buffers)
     guard_outputs([("-o", args.output), ("--plot", args.plot)], [src])
-    buffers = read_buffers(src)
+    buffers = read_csv(src)
     planner = PLANNERS[args.planner]
     if args.capacity is not None:
         plan = planner(buffers, time_limit=deadline.left(), capacity=args.capacity)
@@ -204,7 +204,7 @@ def _run_csv(args: argparse.Namespace) -> int:
     check_plan(buffers, plan.offsets, capacity=args.capacity)
     peak = peak_of(buffers)
     if args.output:
-        write_buffers(Path(args.output), buffers, plan.offsets)
+        write_csv(Path(args.output), buffers, plan.offsets)
     if args.plot:
         from serenity.report import arena_layout_png
 
