@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             plan = plan_exact(buffers, capacity=CAPACITY, time_limit=args.time_limit)
         except SerenityError as e:
             misses.append(f"{name}: {e}")
-            table.add_row(name, str(len(buffers)), str(peak_of(buffers)), "-", "[red]NO[/red]", "", "", "", "", "")
+            table.add_row(
+                name, str(len(buffers)), str(peak_of(buffers)), "-", "[red]NO[/red]", "", "", "", "", ""
+            )
             continue
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
         why = independent_check(buffers, plan.offsets, CAPACITY)

@@ -57,7 +57,8 @@ DEPTH, STATUS, NODES, STAMP, STARTED, OPENING, G0, BAR, RP = range(9)
 OFFSET = 7
 
 
-def _search(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one loop, laid out as the numbered steps
+# fmt: off
+def _search(
     n: Any, nsec: Any, cap: Any, z: Any, ov_ptr: Any, ov_idx: Any, s_lo: Any, s_hi: Any,
     sec_ptr: Any, sec_buf: Any, offset: Any, m: Any, floor: Any, total: Any, ordr: Any, cnt: Any,
     pos: Any, chosen: Any, hatless: Any, pmin_off: Any, pmin_pre: Any, minh: Any, mlog_b: Any,
@@ -65,6 +66,7 @@ def _search(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one loop, laid out as th
     barrier: Any, cuts: Any, cutdepth: Any, heur: Any, keyw: Any, keya: Any, tkey: Any,
     rank: Any, rlog_b: Any, rlog_v: Any, rbase: Any, st: Any, budget: Any,
 ) -> Any:
+    # fmt: on
     """Run the search for at most ``budget`` more nodes; return ``FOUND``, ``EXHAUSTED`` or
     ``RUNNING`` (also left in ``st[STATUS]``). Buffers are indexed in preorder; the caller
     initialises the workspace with :func:`workspace` (``offset`` holds the placement when found).
@@ -291,8 +293,11 @@ def _search(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one loop, laid out as th
             if offset[j] >= 0:
                 continue
             r = base + c
-            while r > base and (m[ordr[r - 1]] > m[j] or (m[ordr[r - 1]] == m[j] and rank[ordr[r - 1]] > rank[j])):
-                ordr[r] = ordr[r - 1]
+            while r > base:
+                p = ordr[r - 1]
+                if m[p] < m[j] or (m[p] == m[j] and rank[p] < rank[j]):
+                    break
+                ordr[r] = p
                 r -= 1
             ordr[r] = j
             c += 1
@@ -330,11 +335,13 @@ search_py: Callable[..., int] = _search
 search_jit: Callable[..., int] = njit(cache=True)(_search) if AVAILABLE else _search
 
 
+# fmt: off
 def workspace(
     z: list[int], ov_ptr: list[int], ov_idx: list[int], s_lo: list[int], s_hi: list[int],
     sec_ptr: list[int], sec_buf: list[int], totals: list[int], heur: list[int], keyw: list[int],
     keya: list[int], *, compiled: bool,
 ) -> tuple[Any, ...]:
+    # fmt: on
     """The arrays :func:`_search` reads and writes, after ``n, nsec, cap``: numpy ``int64``
     arrays when ``compiled``, else Python lists (ints of any size).
 
