@@ -41,18 +41,12 @@ from serenity.runtime import tflm
 from serenity.schedulers import schedule
 from test_tflm import buffer_alignments
 
-_SHARED = Path("/work/shared/models")
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "models"
 _ROOT = _SHARED if _SHARED.is_dir() else Path(__file__).resolve().parents[1] / "examples"
 MODELS = sorted([*_ROOT.glob("*.tflite"), *_ROOT.glob("stem/*.tflite")])
 IDS = [p.stem for p in MODELS]
 
-plan_exact: Callable[..., ArenaPlan] | None
-try:
-    from serenity.planning import exact
-
-    plan_exact = exact.plan_exact
-except ImportError:  # the exact planner lands separately; greedy offsets serve until then
-    plan_exact = None
+plan_exact: Callable[..., ArenaPlan] = PLANNERS["exact"]
 
 
 @cache
@@ -76,10 +70,10 @@ def orders(m: Model) -> list[list[int]]:
 
 
 def reserved_plan(m: Model, order: list[int]) -> tuple[dict[str, int], int]:
-    """A plan over TFLM's buffers (scratch room reserved): exact if available, else greedy,
-    mirrored top-to-bottom so its offsets are not the ones TFLM would pick itself."""
+    """An exact plan over TFLM's buffers (scratch room reserved), mirrored top-to-bottom so its
+    offsets are not the ones TFLM would pick itself."""
     tb = tflm_buffers(m.graph, order)
-    plan = plan_exact(list(tb.buffers), time_limit=20) if plan_exact else plan_tflm_greedy(tb.buffers)
+    plan = plan_exact(list(tb.buffers), time_limit=20)
     check_plan(tb.buffers, plan.offsets)
     top = plan.arena
     offs = {t: top - o - b.size for t, o, b in zip(tb.tensors, plan.offsets, tb.buffers, strict=True) if t}
@@ -182,8 +176,7 @@ def test_embedded_plan_is_honoured_with_identical_outputs(path: Path) -> None:
     run = tflm.execute_planned(data, tflm.random_inputs(path, 0))
     assert run.honoured and run.measured == run.planned == run.predicted == arena
     assert tuple(y.tobytes() for y in run.result.outputs) == original_outputs(path)
-    if plan_exact is not None:
-        assert arena == peak_of(tflm_buffers(m.graph, order).buffers)
+    assert arena == peak_of(tflm_buffers(m.graph, order).buffers)
 
 
 def test_plan_without_reuse_is_honoured(tmp_path: Path) -> None:
