@@ -9,7 +9,9 @@ from pathlib import Path
 
 from serenity.commands.common import (
     Deadline,
+    add_alignment,
     add_common,
+    alignment_for,
     duration,
     emit_json,
     guard_outputs,
@@ -37,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--element-size", type=int, choices=(1, 2, 4), help="account activations at N bytes/element"
     )
     p.add_argument("--plot", metavar="FILE.png", help="write the memory timeline of each order")
+    add_alignment(p)
     add_common(p)
     p.set_defaults(func=run)
 
@@ -44,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``analyze``; returns the exit code."""
     from serenity.formats import load, protected_files
-    from serenity.ir import with_element_size
+    from serenity.ir import with_alignment, with_element_size
     from serenity.memory import simulate
     from serenity.report import fmt_bytes, memory_timeline_png, table
     from serenity.schedulers import op_lower_bound, schedule
@@ -56,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model, dims=dims)
     guard_outputs([("--plot", args.plot)], protected_files(model))
     graph = model.graph if not args.element_size else with_element_size(model.graph, args.element_size)
+    align = alignment_for(model, args.align)
+    graph = with_alignment(graph, align)
     invalid = graph.listed_problem
     listed = simulate(graph, graph.topological_order)
     bound = op_lower_bound(graph)
@@ -63,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     out = {
         "model": str(args.model),
         "format": model.format,
+        "alignment": align,
         "ops": len(graph.ops),
         "tensors": len(graph.tensors),
         "activation_tensors": len(graph.activations),
@@ -90,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
         ("activation tensors", str(len(graph.activations))),
         (
             "peak (listed order)",
-            f"invalid order: {invalid}" if invalid else f"{fmt_bytes(listed.peak)} at op '{out['peak_op']}'",
+            f"invalid order: {invalid}"
+            if invalid
+            else f"{fmt_bytes(listed.peak)} at op '{out['peak_op']}'"
+            + (f" ({align}-byte aligned)" if align > 1 else ""),
         ),
         ("op lower bound", fmt_bytes(bound)),
     ]
