@@ -193,3 +193,21 @@ def test_plan_a_minimalloc_instance_at_its_capacity(capsys, tmp_path: Path) -> N
     code, stdout, err = run(capsys, "plan", "--buffers", src, "--capacity", "1048576", "-o", out, "--json")
     assert code == 0, err
     assert json.loads(stdout)["arena_bytes"] <= 1048576 and out.is_file()
+
+
+def test_align_rounds_every_activation_in_every_command(capsys, tmp_path: Path) -> None:
+    doc = {"format": "serenity-graph", "version": 1,
+           "tensors": [{"name": n, "shape": [k], "dtype": "int8"} for n, k in (("x", 4), ("a", 8), ("b", 2))],
+           "ops": [{"name": "A", "type": "R", "inputs": ["x"], "outputs": ["a"]},
+                   {"name": "B", "type": "R", "inputs": ["a"], "outputs": ["b"]}],
+           "inputs": ["x"], "outputs": ["b"]}  # fmt: skip
+    src = tmp_path / "g.json"
+    src.write_text(json.dumps(doc))
+    for align, peak in ((None, 12), ("16", 32)):
+        flags = ["--align", align] if align else []
+        code, out, _ = run(capsys, "analyze", src, "--json", *flags)
+        assert code == 0 and json.loads(out)["peak_bytes"] == peak
+        code, out, _ = run(capsys, "schedule", src, "-o", tmp_path / "o.json", "--json", *flags)
+        assert code == 0 and json.loads(out)["peak_after"] == peak
+        code, out, _ = run(capsys, "plan", src, "--json", *flags)
+        assert code == 0 and json.loads(out)["arena_bytes"] == peak
