@@ -138,6 +138,8 @@ def test_exact_never_worse_than_greedy(seed: int) -> None:
     assert check_plan(buffers, plan.offsets) == plan.arena
     assert peak_of(buffers) <= plan.lower_bound <= plan.arena <= first_fit(buffers)
     assert not plan.proven or plan.arena == plan.lower_bound
+    tflm = PLANNERS["tflm-greedy"](buffers)  # TensorFlow Lite Micro's own planner, modelled
+    assert check_plan(buffers, tflm.offsets) == tflm.arena >= plan.arena
 
 
 def test_gap_is_proven_by_search() -> None:
