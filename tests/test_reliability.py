@@ -24,7 +24,7 @@ import onnx_graphs as G
 from serenity.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SERENITY = [sys.executable, "-m", "serenity.cli"]
+SERENITY = [sys.executable, "-m", "serenity"]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
@@ -372,7 +372,7 @@ def _slow_graph(path: Path, n: int = 100, window: int = 24, seed: int = 0) -> No
                                 "inputs": ["x"], "outputs": outs}))  # fmt: skip
 
 
-@pytest.mark.parametrize("delay", [0.15, 0.6, 3.0])
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.6, 3.0])
 def test_ctrl_c_at_any_moment_prints_one_line_and_exits_130(tmp_path: Path, delay: float) -> None:
     src = tmp_path / "g.json"
     _slow_graph(src)

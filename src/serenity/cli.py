@@ -13,7 +13,9 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -84,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``serenity`` command; returns the exit code."""
     try:
+        if threading.current_thread() is threading.main_thread():
+            # From here on Ctrl-C raises KeyboardInterrupt, so partial outputs are removed.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         args = build_parser().parse_args(argv)
         _log_to_stderr(verbose=args.verbose)
         return int(args.func(args))
@@ -108,7 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> NoReturn:
-    """The console script: :func:`main`, with Ctrl-C during interpreter shutdown kept quiet too."""
+    """Run :func:`main` as a program and exit with its code.
+
+    After Ctrl-C the process ends with ``os._exit(130)``: Python would otherwise re-raise SIGINT
+    at exit (exit status -2) when the interrupt passed through an extension's embedded
+    ``PyRun_*`` call on its way to :func:`main`'s handler, even though it was handled.
+    """
     try:
         code = main()
         sys.stdout.flush()
@@ -119,8 +129,14 @@ def entry() -> NoReturn:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         code = EXIT_OK
+    if code == EXIT_INTERRUPTED:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
     raise SystemExit(code)
 
 
 if __name__ == "__main__":
-    entry()
+    from serenity._entry import run
+
+    run()
