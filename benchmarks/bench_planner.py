@@ -24,6 +24,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from verdict import verdict
 
 from serenity.errors import SerenityError
 from serenity.planning import Buffer, buffers_of, peak_of, plan_exact, read_csv
@@ -133,11 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             if plan.arena == peak_of(buffers) and cpu >= 1.0:
                 misses.append(f"{name} (align {align}): {cpu:.2f} CPU s (target < 1 s)")
     console.print(table)
-    for m in misses:
-        console.print(f"[red]MISS[/red] {m}")
-    if not misses:
-        console.print("all targets met")
-    return 1 if misses else 0
+    return verdict(console, misses)
 
 
 if __name__ == "__main__":

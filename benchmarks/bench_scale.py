@@ -36,6 +36,7 @@ from pathlib import Path
 from bench_scheduler import layered_dag
 from rich.console import Console
 from rich.table import Table
+from verdict import verdict
 
 from serenity.formats.json_io import to_dict
 from serenity.ir import Graph, Op, Tensor
@@ -161,11 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             if sched > limit + TOLERANCE:
                 misses.append(f"{name}: scheduler took {sched:.2f} s (target <= {limit + TOLERANCE:g} s)")
     console.print(table)
-    for m in misses:
-        console.print(f"[red]MISS[/red] {m}")
-    if not misses:
-        console.print("all targets met")
-    return 1 if misses else 0
+    return verdict(console, misses)
 
 
 if __name__ == "__main__":

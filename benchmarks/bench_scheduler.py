@@ -22,6 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from verdict import verdict
 
 from serenity.ir import Graph, Op, Tensor
 from serenity.schedulers.budget import schedule_budget
@@ -154,11 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"peak resident memory of the whole run: {rss_mb:.0f} MB")
     if rss_mb >= 1024:
         misses.append(f"memory: {rss_mb:.0f} MB (target < 1 GB)")
-    for m in misses:
-        console.print(f"[red]MISS[/red] {m}")
-    if not misses:
-        console.print("all targets met")
-    return 1 if misses else 0
+    return verdict(console, misses)
 
 
 if __name__ == "__main__":
