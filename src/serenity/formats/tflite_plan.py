@@ -366,9 +366,30 @@ def _reserialise(data: bytes, payload: bytes, label: str) -> bytes:
         md.name = OFFLINE_PLAN
         md.buffer = len(mt.buffers) - 1
         mt.metadata = [*(mt.metadata or []), md]
-    mt.buffers = [_aligned(b) for b in mt.buffers]
-    builder = flatbuffers.Builder(len(data) + len(payload) + 1024)
-    builder.Finish(mt.Pack(builder), file_identifier=b"TFL3")
+    return pack_model(mt, len(data) + len(payload))
+
+
+def pack_model(mt: Any, size_hint: int = 0) -> bytes:
+    """Serialise an object-API ``ModelT`` with every buffer's data on a 16-byte boundary.
+
+    The schema asks for ``force_align: 16`` on buffer data, which the Python builder ignores;
+    TFLM's own ``tflite_flatbuffer_align`` tool aligns it, and so does this. ``mt`` is left as
+    it was (its buffers are wrapped only while packing).
+
+    Args:
+        mt: The ``ModelT`` to write.
+        size_hint: Expected size in bytes, to size the builder once.
+
+    Returns:
+        The ``.tflite`` bytes, with the ``TFL3`` identifier.
+    """
+    saved = mt.buffers
+    mt.buffers = [_aligned(b) for b in saved or []]
+    try:
+        builder = flatbuffers.Builder(size_hint + 1024)
+        builder.Finish(mt.Pack(builder), file_identifier=b"TFL3")
+    finally:
+        mt.buffers = saved
     return bytes(builder.Output())
 
 
@@ -377,6 +398,7 @@ __all__ = [
     "OFFLINE_PLAN",
     "embed_plan",
     "offline_offsets",
+    "pack_model",
     "plan_words",
     "read_offline_plan",
     "save_tflite_with_plan",
