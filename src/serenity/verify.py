@@ -1,13 +1,17 @@
-"""Check that a reordered model is the original with only its op order changed, and that a real
-runtime computes identical outputs from both.
+"""Check that a reordered (or rewritten) model is the original's computation, and that a real
+runtime computes the same outputs from both.
 
 1. Structure: same format; the same ops (as a multiset) and everything else byte-for-byte equal
    (ONNX: the proto without its node list; TFLite: the flatbuffer without subgraph 0's operator
-   vector; JSON: the document without ``ops``).
+   vector; JSON: the document without ``ops``). A file with other ops but the same graph inputs
+   and outputs (name, shape, type) is a *rewritten graph* (``serenity optimize``): the report
+   says so (``relation``) and the outputs decide.
 2. Order: the reordered file's op order is topological.
 3. Outputs: both run on the same seeded random inputs (onnxruntime with PRIORITY_BASED
-   execution order; TFLite Micro, which runs operators in file order) and every output is
-   compared bit for bit.
+   execution order; TFLite Micro, which runs operators in file order). A reordering must give
+   every output bit for bit. A rewritten graph must give float outputs within ``rtol`` (1e-5)
+   of the output's largest magnitude, integer outputs exactly, or within ``atol`` when given (a
+   channel-wise split of an int8 model moves its rounding: ``optimize --allow-requantize``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class VerifyReport:
         plan_honoured: TFLite Micro's measured arena equals that plan (``None`` without one); a
             plan that is not honoured fails the check.
         outputs: Number of outputs compared.
+        relation: ``"reordering"`` (the same ops in another order) or ``"rewritten"`` (another
+            graph with the same inputs and outputs).
         max_abs_diff: Largest absolute difference over all outputs (0.0 when identical).
     """
 
@@ -58,6 +64,7 @@ class VerifyReport:
     peak_reordered: int | None
     seed: int
     problems: tuple[str, ...]
+    relation: str = "reordering"
     arena_original: int | None = None
     arena_reordered: int | None = None
     arena_planned: int | None = None
@@ -70,9 +77,21 @@ class VerifyReport:
 
 
 def verify(
-    original: Path, reordered: Path, *, seed: int = 0, dims: Mapping[str, int] | None = None
+    original: Path,
+    reordered: Path,
+    *,
+    seed: int = 0,
+    dims: Mapping[str, int] | None = None,
+    rtol: float = 1e-5,
+    atol: float = 0.0,
 ) -> VerifyReport:
     """Verify ``reordered`` against ``original`` (see the module docstring for the checks).
+
+    Args:
+        rtol: A rewritten graph's float outputs may differ by ``rtol`` times the output's
+            largest magnitude.
+        atol: A rewritten graph's outputs may also differ by this much (integer outputs of a
+            requantized int8 split).
 
     Raises:
         SerenityError: either file cannot be loaded, or a runtime cannot run the original.
@@ -83,7 +102,10 @@ def verify(
         problems.append(f"formats differ: {a.format} vs {b.format}")
         return _report(a, b, problems, False, False, None, "none", 0, 0.0, seed)
     structure = _structure_problem(a, b)
-    if structure:
+    relation = "reordering"
+    if structure and _io_problem(a, b) is None:
+        relation, structure = "rewritten", None
+    elif structure:
         problems.append(structure)
     order_ok = True
     try:
@@ -110,11 +132,19 @@ def verify(
                 and x.dtype == y.dtype
                 and np.array_equal(x, y, equal_nan=x.dtype.kind in "fc")
             )
+            d = 0.0
             if x.shape == y.shape and x.size:
-                diff = max(diff, float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))))
+                d = float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))))
+                diff = max(diff, d)
             if not same:
                 identical = False
-                problems.append(f"output {i} differs (max abs diff {diff:g})")
+                close = relation == "rewritten" and x.shape == y.shape and x.dtype == y.dtype
+                if close:
+                    scale = float(np.max(np.abs(x.astype(np.float64)))) if x.size else 0.0
+                    allowed = atol + (rtol * scale if x.dtype.kind in "fc" else 0.0)
+                    close = d <= allowed
+                if not close:
+                    problems.append(f"output {i} differs (max abs diff {d:g})")
         if planned[1] is False:
             problems.append(
                 f"TFLite Micro's arena ({arenas[1]} B) is not the embedded plan's ({planned[0]} B)"
@@ -122,6 +152,8 @@ def verify(
     rep = _report(a, b, problems, not structure, order_ok, identical, runtime, n_out, diff, seed)
     return replace(
         rep,
+        relation=relation,
+        structure_equal=rep.structure_equal and relation == "reordering",
         arena_original=arenas[0],
         arena_reordered=arenas[1],
         arena_planned=planned[0],
@@ -190,6 +222,19 @@ def _structure_problem(a: Model, b: Model) -> str | None:
     else:
         from serenity.formats.json_io import structure_problem  # type: ignore[no-redef]
     return structure_problem(a, b)
+
+
+def _io_problem(a: Model, b: Model) -> str | None:
+    """How the graph inputs and outputs of ``a`` and ``b`` differ (name, shape, type), or ``None``:
+    what must hold for ``b`` to be a rewritten graph of ``a``."""
+    ga, gb = a.graph, b.graph
+    if (ga.inputs, ga.outputs) != (gb.inputs, gb.outputs):
+        return "the models have different graph inputs or outputs"
+    for n in (*ga.inputs, *ga.outputs):
+        ta, tb = ga.tensors[n], gb.tensors[n]
+        if (ta.shape, ta.dtype) != (tb.shape, tb.dtype):
+            return f"graph input/output '{n}' is {ta.shape} {ta.dtype} vs {tb.shape} {tb.dtype}"
+    return None
 
 
 def _run_both(

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         order = result.order
         arena = None
         if objective == "arena":
-            arena = _choose_arena(model, graph, result, align, args.planner, deadline)
+            arena = choose_arena(model, graph, result, align, args.planner, deadline)
             order = arena["order"]
         seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         "load_seconds": round(load_seconds, 6),
         "save_seconds": round(save_seconds, 6),
         "stats": dict(result.stats),
-        **_tflm_arenas(model, order, arena, args.embed_plan),
+        **tflm_arenas(model, order, arena, args.embed_plan),
     }
     if arena is not None:
         out["arena"] = {k: v for k, v in arena.items() if k not in ("order", "offsets")}
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = [
         ("method", result.method + ("" if objective == "peak" else f" (objective: {objective})")),
-        ("peak", _before_after(before, peak_after) + (f", {align}-byte aligned" if align > 1 else "")),
+        ("peak", before_after(before, peak_after) + (f", {align}-byte aligned" if align > 1 else "")),
         *([("listed order", f"invalid: {invalid}")] if invalid else []),
         ("lower bound", fmt_bytes(result.lower_bound)),
         ("proven optimal", "yes" if out["proven_optimal"] else "no"),
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         proven = "proven smallest" if arena["proven"] else f"gap {fmt_bytes(arena['gap_bytes'])} to the bound"
         rows.append(("arena plan", f"{fmt_bytes(arena['arena_bytes'])} ({arena['planner']}, {proven})"))
     if out.get("tflm_arena_before") is not None and out.get("tflm_arena_after") is not None:
-        rows.append(("TFLM arena", _before_after(out["tflm_arena_before"], out["tflm_arena_after"])
+        rows.append(("TFLM arena", before_after(out["tflm_arena_before"], out["tflm_arena_after"])
                      + (" (plan embedded)" if args.embed_plan else " (predicted)")))  # fmt: skip
     rows += [
         ("time", f"{seconds:.3f} s (load {load_seconds:.3f} s, save {save_seconds:.3f} s)"),
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _choose_arena(
+def choose_arena(
     model: Any, graph: Any, result: Any, align: int, planner_name: str, deadline: Deadline
 ) -> dict[str, Any]:
     """Order and placement together (:mod:`serenity.planning.joint`); the chosen order, its
@@ -199,7 +199,7 @@ def _choose_arena(
     }
 
 
-def _tflm_arenas(
+def tflm_arenas(
     model: Any, order: tuple[int, ...], arena: dict[str, Any] | None, embedded: bool
 ) -> dict[str, Any]:
     """For a ``.tflite``: the arena TFLite Micro plans for the input file and for the output
@@ -224,7 +224,7 @@ def _tflm_arenas(
     return {"tflm_arena_before": before, "tflm_arena_after": after}
 
 
-def _before_after(before: int | None, after: int) -> str:
+def before_after(before: int | None, after: int) -> str:
     """``"72.0 KiB -> 64.0 KiB  (1.12x lower)"``; ``before`` is ``None`` for an invalid listed order."""
     from serenity.report import fmt_bytes
 

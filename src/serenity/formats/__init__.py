@@ -129,4 +129,29 @@ def referenced_files(path: Path) -> list[Path]:
     return [path, *(path.parent / loc for loc in external_locations(path))]
 
 
-__all__ = ["FORMATS", "Model", "format_of", "load", "protected_files", "referenced_files", "save"]
+def dialect_for(model: Model, *, allow_requantize: bool = False) -> Any:
+    """The rewrite dialect of ``model``'s format (:class:`serenity.rewrites.records.Dialect`):
+    what its ops mean to the rewrites, and the writer of rewritten files.
+
+    Args:
+        model: A loaded ONNX or TFLite model.
+        allow_requantize: (TFLite) allow channel-wise partitioning of quantized convolutions.
+
+    Raises:
+        UnsupportedError: a JSON graph (it has no weights to split).
+    """
+    if model.format == "onnx":
+        from serenity.formats.onnx_rewrite import OnnxDialect
+
+        return OnnxDialect(model)
+    if model.format == "tflite":
+        from serenity.formats.tflite_rewrite import TFLiteDialect
+
+        return TFLiteDialect(model, allow_requantize=allow_requantize)
+    from serenity.errors import UnsupportedError
+
+    where = f"{model.path}: " if model.path else ""
+    raise UnsupportedError(f"{where}a {model.format} graph has no weights to rewrite; use --no-rewrite")
+
+
+__all__ = ["FORMATS", "Model", "dialect_for", "format_of", "load", "protected_files", "referenced_files", "save"]

@@ -1,0 +1,337 @@
+"""Which rewrites to keep: each judged by the exact scheduler on the whole rewritten graph.
+
+A rewrite is only worth its extra ops where it lowers the peak of the *best order* of the whole
+graph, and whether it does depends on the other choices (Ahn et al., MLSys 2020, §4: rewriting
+and scheduling are searched together). The search is steepest descent over candidate groups,
+each judged by :func:`serenity.schedulers.dp.schedule_dp` on the rewritten graph:
+
+1. **Candidates.** For every match (see :mod:`serenity.rewrites.match`): the rewrite alone; its
+   *closure* (a kernel-wise split leaves a concatenation after the split op, so the readers of
+   that new concatenation are split too, recursively: ``Concat -> ReLU -> Conv`` becomes one
+   candidate); and for every concatenation, the closures of all its readers together (a
+   concatenation only disappears when every reader is split).
+2. **Step.** Apply the candidate whose rewritten graph has the lowest optimal peak, if that is
+   strictly below the current one (ties: the fewest new ops, then the earliest match). Repeat
+   on the rewritten graph until no candidate lowers the peak.
+3. **Interacting choices.** Identical cells can each reach the peak, so no single candidate
+   lowers it. Then all concatenation groups are applied together; if that lowers the peak,
+   each group is dropped again unless dropping it raises the peak (so no group stays that does
+   not pay for itself), and the rest is one step.
+
+Every kept step strictly lowered the peak of an order the scheduler found (and proved, where
+``proven_optimal``), so no rewrite is applied that does not lower the peak. The result records
+every match considered, applied or rejected with its reason (``--explain``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from serenity.ir import Graph, with_alignment
+from serenity.rewrites.apply import apply_rewrite
+from serenity.rewrites.match import make_rewrite, matches, readers_of_concats
+from serenity.rewrites.records import Dialect, Rejection, Rewrite
+from serenity.schedulers.clock import Deadline
+from serenity.schedulers.dp import schedule_dp
+from serenity.schedulers.result import ScheduleResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Considered:
+    """One match as ``--explain`` lists it.
+
+    Attributes:
+        concat: The concatenation's output tensor.
+        reader: The reader's output tensor.
+        kind: ``"kernel"``, ``"channel"`` or ``""`` (rejected before a kind was known).
+        status: ``"applied"``, ``"rejected"`` (a check failed) or ``"no gain"`` (writable, but
+            no candidate containing it lowered the peak).
+        reason: Why, as text (the check that failed, or the best peak it reached).
+    """
+
+    concat: str
+    reader: str
+    kind: str
+    status: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"concat": self.concat, "reader": self.reader, "kind": self.kind, "status": self.status,
+                "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One accepted candidate: its rewrites, in order, and the peak before and after."""
+
+    label: str
+    rewrites: tuple[Rewrite, ...]
+    peak_before: int
+    peak_after: int
+    proven: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteOutcome:
+    """What :func:`rewrite_for_memory` found.
+
+    Attributes:
+        graph: The rewritten graph (``original`` when nothing helped).
+        rewrites: The primitive rewrites, in the order a format adapter must apply them.
+        base: The exact schedule of the original graph.
+        result: The exact schedule of the rewritten graph (``base`` when nothing helped).
+        steps: The accepted candidates in order.
+        considered: Every match seen, with its outcome.
+        evaluations: Rewritten graphs scheduled.
+        seconds: Wall-clock time of the whole search.
+        stopped: Why the search ended early (time limit), else ``""``.
+    """
+
+    original: Graph
+    graph: Graph
+    rewrites: tuple[Rewrite, ...]
+    base: ScheduleResult
+    result: ScheduleResult
+    steps: tuple[Step, ...]
+    considered: tuple[Considered, ...]
+    evaluations: int
+    seconds: float
+    stopped: str = ""
+    stats: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def modified(self) -> bool:
+        """Whether any rewrite was kept (computed from the rewrites, not assumed)."""
+        return bool(self.rewrites)
+
+
+@dataclass(slots=True)
+class _Candidate:
+    label: str
+    first: tuple[Rewrite, ...]  # what starts it; the graph and full sequence come from expanding
+    graph: Graph
+    rewrites: tuple[Rewrite, ...]
+
+
+def _key(rw: Rewrite | Rejection) -> tuple[str, str]:
+    return (rw.concat, rw.reader)
+
+
+def expand(graph: Graph, rw: Rewrite, dialect: Dialect) -> tuple[Graph, list[Rewrite]]:
+    """Apply ``rw`` and, if it is kernel-wise, split every splittable reader of the concatenation
+    it leaves behind, recursively (the closure of step 1)."""
+    graph = apply_rewrite(graph, rw, dialect)
+    seq = [rw]
+    if rw.kind != "kernel":
+        return graph, seq
+    tried: set[str] = set()
+    while True:
+        t = graph.tensors.get(rw.reader)
+        if t is None or t.producer is None:
+            return graph, seq
+        c_op = graph.ops[t.producer]
+        nxt = None
+        for r in t.consumers:
+            m = make_rewrite(graph, dialect, c_op, graph.ops[r])
+            if isinstance(m, Rewrite) and m.reader not in tried:
+                nxt = m
+                break
+        if nxt is None:
+            return graph, seq
+        tried.add(nxt.reader)
+        graph, more = expand(graph, nxt, dialect)
+        seq += more
+
+
+def _group(graph: Graph, concat: str, dialect: Dialect) -> tuple[Graph, list[Rewrite]]:
+    """Expand every splittable reader of ``concat`` in turn (re-matching after each)."""
+    seq: list[Rewrite] = []
+    tried: set[str] = set()
+    while True:
+        t = graph.tensors.get(concat)
+        if t is None or t.producer is None:
+            return graph, seq
+        c_op = graph.ops[t.producer]
+        nxt = None
+        for r in t.consumers:
+            m = make_rewrite(graph, dialect, c_op, graph.ops[r])
+            if isinstance(m, Rewrite) and m.reader not in tried:
+                nxt = m
+                break
+        if nxt is None:
+            return graph, seq
+        tried.add(nxt.reader)
+        graph, more = expand(graph, nxt, dialect)
+        seq += more
+
+
+def candidates(graph: Graph, dialect: Dialect) -> tuple[list[_Candidate], list[Rejection]]:
+    """Step 1: the candidate groups of ``graph`` (deduplicated) and the rejected matches."""
+    out: list[_Candidate] = []
+    seen: set[tuple[tuple[str, str], ...]] = set()
+    rejected: list[Rejection] = []
+
+    def add(label: str, first: tuple[Rewrite, ...], g: Graph, seq: Sequence[Rewrite]) -> None:
+        sig = tuple(_key(r) for r in seq)
+        if seq and sig not in seen:
+            seen.add(sig)
+            out.append(_Candidate(label, first, g, tuple(seq)))
+
+    found = matches(graph, dialect)
+    concats: list[str] = []
+    for m in found:
+        if isinstance(m, Rejection):
+            rejected.append(m)
+            continue
+        if m.concat not in concats:
+            concats.append(m.concat)
+        add(m.describe(), (m,), apply_rewrite(graph, m, dialect), [m])
+        if m.kind == "kernel":
+            g, seq = expand(graph, m, dialect)
+            add(m.describe() + " and the readers after it", (m,), g, seq)
+    for x in concats:
+        g, seq = _group(graph, x, dialect)
+        add(f"every reader of '{x}'", tuple(seq[:1]), g, seq)
+    return out, rejected
+
+
+def rewrite_for_memory(
+    graph: Graph,
+    dialect: Dialect,
+    *,
+    alignment: int = 1,
+    time_limit: float | None = None,
+    judge: Callable[[Graph, float | None], ScheduleResult] | None = None,
+    base: ScheduleResult | None = None,
+) -> RewriteOutcome:
+    """Rewrite ``graph`` where, and only where, it lowers the optimal peak (module docstring).
+
+    Args:
+        graph: The graph as loaded (sizes unaligned: rewrites derive new tensors' sizes).
+        dialect: The format's dialect (op roles, what it can write).
+        alignment: Bytes every activation is rounded up to when judging (16 for TFLite Micro).
+        time_limit: Seconds for the whole search; on expiry the best graph so far is returned.
+        judge: Schedules a graph within seconds left (default: the exact scheduler).
+        base: The original graph's schedule if the caller already has it (aligned).
+
+    Returns:
+        A :class:`RewriteOutcome`; ``outcome.result`` is the schedule of ``outcome.graph``.
+    """
+    clock = Deadline(time_limit)
+
+    def schedule(g: Graph) -> ScheduleResult:
+        aligned = with_alignment(g, alignment)
+        if judge is not None:
+            return judge(aligned, clock.left())
+        return schedule_dp(aligned, time_limit=clock.left())
+
+    if base is None:
+        base = schedule(graph)
+    cur_g, cur_r = graph, base
+    applied: list[Rewrite] = []
+    steps: list[Step] = []
+    status: dict[tuple[str, str], Considered] = {}
+    best_seen: dict[tuple[str, str], tuple[int, str]] = {}  # lowest peak a candidate with it reached
+    evaluations = 0
+    stopped = ""
+
+    def note_rejections(rejs: Sequence[Rejection]) -> None:
+        for rj in rejs:
+            if status.get(_key(rj), None) is None or status[_key(rj)].status != "applied":
+                status[_key(rj)] = Considered(rj.concat, rj.reader, "", "rejected", rj.reason)
+
+    while True:
+        if clock.expired():
+            stopped = clock.message()
+            break
+        cands, rejs = candidates(cur_g, dialect)
+        note_rejections(rejs)
+        # 2. The candidate with the lowest peak, if it is below the current one.
+        best: tuple[int, int, int, _Candidate, ScheduleResult] | None = None
+        for i, c in enumerate(cands):
+            if clock.expired():
+                stopped = clock.message()
+                break
+            r = schedule(c.graph)
+            evaluations += 1
+            for rw in c.rewrites:
+                k = _key(rw)
+                best_seen[k] = (min(best_seen.get(k, (r.peak, ""))[0], r.peak), rw.kind)
+            key = (r.peak, len(c.graph.ops), i)
+            if r.peak < cur_r.peak and (best is None or key < best[:3]):
+                best = (*key, c, r)
+        if best is None and not stopped:
+            best = _all_together(cur_g, cur_r, cands, dialect, schedule)
+            evaluations += 1 + len({c.rewrites[0].concat for c in cands})
+        if best is None:
+            break
+        _, _, _, c, r = best
+        log.info("rewrite %s: peak %d -> %d B", c.label, cur_r.peak, r.peak)
+        steps.append(Step(c.label, c.rewrites, cur_r.peak, r.peak, r.proven_optimal))
+        applied += c.rewrites
+        for rw in c.rewrites:
+            status[_key(rw)] = Considered(rw.concat, rw.reader, rw.kind, "applied",
+                                          f"step {len(steps)}: peak {cur_r.peak:,} -> {r.peak:,} B")
+        cur_g, cur_r = c.graph, r
+        if stopped:
+            break
+    # Matches never applied: say what the best candidate containing them reached.
+    for k, (peak, kind) in best_seen.items():
+        if k not in status or status[k].status != "applied":
+            status[k] = Considered(k[0], k[1], kind, "no gain",
+                                   f"best peak with it {peak:,} B, not below {cur_r.peak:,} B")
+    return RewriteOutcome(
+        original=graph,
+        graph=cur_g,
+        rewrites=tuple(applied),
+        base=base,
+        result=cur_r,
+        steps=tuple(steps),
+        considered=tuple(status.values()),
+        evaluations=evaluations,
+        seconds=clock.elapsed(),
+        stopped=stopped,
+    )
+
+
+def _all_together(
+    graph: Graph,
+    cur: ScheduleResult,
+    cands: Sequence[_Candidate],
+    dialect: Dialect,
+    schedule: Callable[[Graph], ScheduleResult],
+) -> tuple[int, int, int, _Candidate, ScheduleResult] | None:
+    """Step 3: every concatenation group at once, then drop the groups that do not pay."""
+    concats = list(dict.fromkeys(c.rewrites[0].concat for c in cands))
+    if len(concats) < 2:
+        return None
+
+    def build(keep: Sequence[str]) -> tuple[Graph, list[Rewrite]]:
+        g, seq = graph, []
+        for x in keep:
+            g, more = _group(g, x, dialect)
+            seq += more
+        return g, seq
+
+    keep = list(concats)
+    g, seq = build(keep)
+    r = schedule(g)
+    if r.peak >= cur.peak:
+        return None
+    for x in list(keep):
+        trial = [y for y in keep if y != x]
+        g2, seq2 = build(trial)
+        r2 = schedule(g2) if seq2 else cur
+        if r2.peak <= r.peak:
+            keep, g, seq, r = trial, g2, seq2, r2
+    if not seq or r.peak >= cur.peak:
+        return None
+    label = "together: every reader of " + ", ".join(f"'{x}'" for x in keep)
+    return (r.peak, len(g.ops), 0, _Candidate(label, tuple(seq[:1]), g, tuple(seq)), r)
+
+
+__all__ = ["Considered", "RewriteOutcome", "Step", "candidates", "expand", "rewrite_for_memory"]
