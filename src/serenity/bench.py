@@ -24,7 +24,7 @@ from typing import Any
 
 from serenity.ir import Graph, with_alignment, with_element_size
 from serenity.schedulers import BASELINES, SCHEDULERS
-from serenity.schedulers.result import op_lower_bound
+from serenity.schedulers.result import ScheduleResult, op_lower_bound
 
 #: Networks of ``serenity bench --quick`` (and ``make demo``): small cells, well under a minute.
 QUICK = (
@@ -39,7 +39,8 @@ QUICK = (
 OPTIMAL = "optimal"
 REWRITE = "optimal+rewrite"
 
-Rewriter = Callable[[Graph], Graph]
+#: Rewrites and schedules a network within a time limit: the schedule and the rewritten graph.
+Rewriter = Callable[[float | None], "tuple[ScheduleResult, Graph]"]
 Progress = Callable[[str, str], None]
 
 
@@ -52,6 +53,7 @@ class MethodRun:
     lower_bound: int
     proven: bool
     seconds: float
+    peak_op: str = ""  #: "name (type)" of the op the schedule peaks at (optimal, rewrite)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,8 @@ class BenchReport:
         reference: The method compared against each baseline (``optimal+rewrite``, else
             ``optimal``, else the best baseline per network, named ``best``).
         vs_baselines: Per baseline, geomean of ``peak(baseline) / peak(reference)``.
+        rewrite_gain: Geomean of ``peak(optimal) / peak(optimal+rewrite)``: what rewriting adds
+            to scheduling alone (``None`` without the rewrite column).
     """
 
     rows: list[BenchRow]
@@ -104,6 +108,7 @@ class BenchReport:
     vs_listed: dict[str, float]
     reference: str
     vs_baselines: dict[str, float] = field(default_factory=dict)
+    rewrite_gain: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -112,6 +117,7 @@ class BenchReport:
             "reference": self.reference,
             "geomean_vs_listed": {k: round(v, 4) for k, v in self.vs_listed.items()},
             "geomean_reference_vs_baseline": {k: round(v, 4) for k, v in self.vs_baselines.items()},
+            "geomean_rewrite_over_optimal": None if self.rewrite_gain is None else round(self.rewrite_gain, 4),
             "rows": [
                 {
                     "network": r.network,
@@ -123,25 +129,52 @@ class BenchReport:
                     "peaks": {m: run.peak for m, run in r.runs.items()},
                     "seconds": {m: round(run.seconds, 4) for m, run in r.runs.items()},
                     "proven_by": [m for m, run in r.runs.items() if run.proven],
+                    "peak_op": {m: run.peak_op for m, run in r.runs.items() if run.peak_op},
                 }
                 for r in self.rows
             ],
         }
 
 
-def find_rewriter() -> Rewriter | None:
-    """The graph-rewriting pass, once one lands; ``None`` until then.
-
-    Hook: a module ``serenity.rewrite`` exposing ``rewrite_for_memory(graph) -> Graph`` (the
-    rewritten graph, whose order is then scheduled with ``"optimal"``). Only when it exists does
-    the bench add the ``optimal+rewrite`` column; there is no placeholder column.
-    """
+def find_rewriter() -> Callable[..., Any] | None:
+    """The rewrite search (:func:`serenity.rewrites.search.rewrite_for_memory`), or ``None`` in an
+    install without it; only then is there no ``optimal+rewrite`` column."""
     try:
-        mod = importlib.import_module("serenity.rewrite")
+        mod = importlib.import_module("serenity.rewrites.search")
     except ModuleNotFoundError:
         return None
     fn = getattr(mod, "rewrite_for_memory", None)
     return fn if callable(fn) else None
+
+
+def rewriter(graph: Graph, dialect: Any = None, alignment: int = 1) -> Rewriter:
+    """The ``optimal+rewrite`` method for ``graph`` (unaligned sizes): the rewrite search with
+    ``dialect`` (default: ONNX op roles from the graph alone, as the zoo's graphs are ONNX),
+    judged at ``alignment``."""
+
+    def run(time_limit: float | None) -> tuple[ScheduleResult, Graph]:
+        search = find_rewriter()
+        assert search is not None
+        d = dialect
+        if d is None:
+            from serenity.formats.onnx_rewrite import OnnxDialect
+
+            d = OnnxDialect()
+        out = search(graph, d, alignment=alignment, time_limit=time_limit)
+        return out.result, with_alignment(out.graph, alignment)
+
+    return run
+
+
+def peak_op(graph: Graph, order: Sequence[int]) -> str:
+    """``"name (type)"`` of the op at which ``order`` first reaches its peak."""
+    from serenity.memory import simulate
+
+    step = simulate(graph, order).peak_step
+    if step < 0:
+        return ""
+    op = graph.ops[order[step]]
+    return f"{op.name} ({op.type})"
 
 
 def methods_available() -> list[str]:
@@ -195,6 +228,7 @@ def bench_graph(
     methods: Sequence[str] | None = None,
     time_limit: float | None = 60.0,
     progress: Progress | None = None,
+    rewrite: Rewriter | None = None,
 ) -> BenchRow:
     """Run every method on one graph.
 
@@ -206,6 +240,7 @@ def bench_graph(
         methods: Column order (default :func:`methods_available`).
         time_limit: Seconds each method may take (the exact search reports what it proved).
         progress: Called with ``(network, method)`` before each method runs.
+        rewrite: The ``optimal+rewrite`` method (default: :func:`rewriter` of ``graph``).
 
     Returns:
         The row.
@@ -215,13 +250,15 @@ def bench_graph(
     for m in methods:
         if progress:
             progress(name, m)
+        where = ""
         if m == REWRITE:
-            rewriter = find_rewriter()
-            assert rewriter is not None, "optimal+rewrite requested without a rewriting pass"
-            r = SCHEDULERS[OPTIMAL](rewriter(graph), time_limit=time_limit)
+            r, g = (rewrite or rewriter(graph))(time_limit)
+            where = peak_op(g, r.order)
         else:
             r = SCHEDULERS[m](graph, time_limit=time_limit)
-        runs[m] = MethodRun(m, r.peak, r.lower_bound, r.proven_optimal and m != REWRITE, r.seconds)
+            if m == OPTIMAL:
+                where = peak_op(graph, r.order)
+        runs[m] = MethodRun(m, r.peak, r.lower_bound, r.proven_optimal and m != REWRITE, r.seconds, where)
     # A rewritten graph has a different op set: its bound does not bound the original graph.
     plain = [r for m, r in runs.items() if m != REWRITE]
     bound = max([op_lower_bound(graph), *(r.lower_bound for r in plain)])
@@ -251,7 +288,8 @@ def summarize(rows: list[BenchRow], methods: Sequence[str]) -> BenchReport:
                 for r in rows
             ]
             vs_baselines[b] = geomean(vals)
-    return BenchReport(rows, list(methods), vs_listed, reference, vs_baselines)
+    gain = geomean([r.ratio(REWRITE, OPTIMAL) for r in rows]) if {REWRITE, OPTIMAL} <= set(methods) else None
+    return BenchReport(rows, list(methods), vs_listed, reference, vs_baselines, gain)
 
 
 def run_bench(
@@ -293,6 +331,7 @@ def run_bench(
         if progress:
             progress(n, "import")
         graph, family = load_zoo_graph(n, element_bytes=element_bytes)
+        rewrite = rewriter_for_file(n, element_bytes) if is_model_file(n) and REWRITE in methods else None
         rows.append(
             bench_graph(
                 n,
@@ -302,6 +341,17 @@ def run_bench(
                 methods=methods,
                 time_limit=time_limit,
                 progress=progress,
+                rewrite=rewrite,
             )
         )
     return summarize(rows, methods)
+
+
+def rewriter_for_file(path: str, element_bytes: int) -> Rewriter:
+    """The ``optimal+rewrite`` method for a model file: its own format's dialect, its sizes
+    before alignment, judged at its runtime's alignment (16 B for ``.tflite``)."""
+    from serenity.formats import dialect_for, load
+
+    model = load(path)
+    graph = model.graph if element_bytes == 4 else with_element_size(model.graph, element_bytes)
+    return rewriter(graph, dialect_for(model), 16 if model.format == "tflite" else 1)

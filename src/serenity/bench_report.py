@@ -89,6 +89,11 @@ def write_plot(report: BenchReport, path: Path) -> None:
     plt.close(fig)
 
 
+def _op_type(peak_op: str) -> str:
+    """``"name (Type)"`` -> ``"Type"``: the column stays narrow; the JSON has the name."""
+    return peak_op.rsplit(" (", 1)[-1].rstrip(")") if peak_op else ""
+
+
 def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     """Columns and rows of the on-screen table.
 
@@ -96,7 +101,8 @@ def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
     lower the best method goes than the framework's order; ``s`` sums the methods' seconds.
     """
     methods = report.methods
-    cols = ["network", "ops", *methods, "bound", "proven", "listed/best", "s"]
+    where = "optimal"
+    cols = ["network", "ops", *methods, "bound", "proven", "listed/best", "optimal peaks at", "s"]
     out = []
     for r in report.rows:
         cells = [r.network, str(r.ops)]
@@ -105,6 +111,7 @@ def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
             f"{r.lower_bound / 1024:.1f}",
             "yes" if r.proven else "no",
             f"{r.ratio(r.best.method):.2f}×",
+            _op_type(r.runs[where].peak_op) if where in r.runs else "",
         ]
         cells.append(f"{sum(run.seconds for run in r.runs.values()):.2f}")
         out.append(cells)

@@ -123,7 +123,11 @@ class Graph:
         outputs: Sequence[str],
     ) -> None:
         self.name = name
-        self.ops: tuple[Op, ...] = tuple(replace(op, index=i) for i, op in enumerate(ops))
+        # Direct construction, not dataclasses.replace: graphs are rebuilt often (rewrite search).
+        self.ops: tuple[Op, ...] = tuple(
+            op if op.index == i else Op(op.name, op.type, op.inputs, op.outputs, i, op.attributes)
+            for i, op in enumerate(ops)
+        )
         self.inputs: tuple[str, ...] = tuple(inputs)
         self.outputs: tuple[str, ...] = tuple(outputs)
         self.tensors: dict[str, Tensor] = self._link(tensors)
@@ -179,12 +183,16 @@ class Graph:
                 raise GraphError(
                     f"graph input '{name}' is also written by op '{self.ops[producer[name]].name}'"
                 )
-            linked[name] = replace(
-                t,
-                producer=producer.get(name),
-                consumers=tuple(consumers[name]),
-                is_input=name in input_set and not t.constant,
-                is_output=name in output_set,
+            linked[name] = Tensor(
+                t.name,
+                t.shape,
+                t.dtype,
+                t.nbytes,
+                t.constant,
+                producer.get(name),
+                tuple(consumers[name]),
+                name in input_set and not t.constant,
+                name in output_set,
             )
         return linked
 

@@ -169,8 +169,63 @@ def _group(graph: Graph, concat: str, dialect: Dialect) -> tuple[Graph, list[Rew
         seq += more
 
 
-def candidates(graph: Graph, dialect: Dialect) -> tuple[list[_Candidate], list[Rejection]]:
-    """Step 1: the candidate groups of ``graph`` (deduplicated) and the rejected matches."""
+def kept_bound(graph: Graph, dialect: Dialect) -> tuple[int, str]:
+    """A peak no rewrite can go below, and the op that sets it.
+
+    Rewrites only remove concatenations and ops that read one, directly or through per-channel
+    ops a kernel-wise split moves the concatenation past. Every other op stays in every
+    rewritten graph with the same inputs and outputs, all live while it runs, so the largest
+    such op bounds every rewritten graph's peak. When the current optimum equals it, the
+    search can stop at once (the ImageNet NAS networks peak in their stem).
+    """
+    removable: set[int] = set()
+    concat_like: set[str] = set()  # tensors a concatenation writes, or one may after splits
+    for v in graph.topological_order:
+        op = graph.ops[v]
+        role = dialect.role(graph, op)
+        if isinstance(role, str):
+            continue
+        if role.kind == "concat" or op.inputs[role.data_input] in concat_like:
+            removable.add(v)
+            if role.kind != "conv":
+                concat_like.update(o for o in op.outputs if o)
+    best, where = 0, ""
+    for op in graph.ops:
+        if op.index in removable:
+            continue
+        names = dict.fromkeys(n for n in (*op.inputs, *op.outputs) if n)
+        b = sum(graph.tensors[n].nbytes for n in names if graph.tensors[n].is_activation)
+        if b > best:
+            best, where = b, op.name
+    return best, where
+
+
+def hot_tensors(graph: Graph, order: Sequence[int]) -> set[str]:
+    """Activations live at a step where ``order`` reaches its peak: only a rewrite that touches
+    one of them can lower that step (the search's focus; see :func:`rewrite_for_memory`)."""
+    from serenity.memory import simulate
+
+    prof = simulate(graph, order)
+    steps = [s for s, b in enumerate(prof.during) if b == prof.peak]
+    pos = {v: i for i, v in enumerate(order)}
+    n = len(order)
+    hot: set[str] = set()
+    for t in graph.tensors.values():
+        if not t.is_activation:
+            continue
+        start = -1 if t.producer is None else pos[t.producer]
+        end = n if t.is_output else max((pos[c] for c in t.consumers), default=start)
+        if any(start <= s <= end for s in steps):
+            hot.add(t.name)
+    return hot
+
+
+def candidates(
+    graph: Graph, dialect: Dialect, hot: set[str] | None = None, *, groups_only: bool = False
+) -> tuple[list[_Candidate], list[Rejection]]:
+    """Step 1: the candidate groups of ``graph`` (deduplicated) and the rejected matches; with
+    ``hot``, only candidates whose concatenation, a part of it, or the split op's output is one
+    of those tensors; with ``groups_only``, one candidate per concatenation (all its readers)."""
     out: list[_Candidate] = []
     seen: set[tuple[tuple[str, str], ...]] = set()
     rejected: list[Rejection] = []
@@ -187,8 +242,12 @@ def candidates(graph: Graph, dialect: Dialect) -> tuple[list[_Candidate], list[R
         if isinstance(m, Rejection):
             rejected.append(m)
             continue
+        if hot is not None and not ({m.concat, m.reader, *m.parts} & hot):
+            continue
         if m.concat not in concats:
             concats.append(m.concat)
+        if groups_only:
+            continue
         add(m.describe(), (m,), apply_rewrite(graph, m, dialect), [m])
         if m.kind == "kernel":
             g, seq = expand(graph, m, dialect)
@@ -231,6 +290,7 @@ def rewrite_for_memory(
 
     if base is None:
         base = schedule(graph)
+    floor, floor_op = kept_bound(with_alignment(graph, alignment), dialect)
     cur_g, cur_r = graph, base
     applied: list[Rewrite] = []
     steps: list[Step] = []
@@ -244,12 +304,28 @@ def rewrite_for_memory(
             if status.get(_key(rj), None) is None or status[_key(rj)].status != "applied":
                 status[_key(rj)] = Considered(rj.concat, rj.reader, "", "rejected", rj.reason)
 
+    focus = True
     while True:
+        if cur_r.peak <= floor:
+            # Nothing left to gain: the peak is an op every rewritten graph keeps.
+            for m in matches(cur_g, dialect):
+                if isinstance(m, Rewrite) and _key(m) not in status:
+                    status[_key(m)] = Considered(m.concat, m.reader, m.kind, "no gain",
+                        f"the peak {cur_r.peak:,} B is op '{floor_op}' with its inputs and outputs, "
+                        "which every rewritten graph keeps")  # fmt: skip
+                elif isinstance(m, Rejection):
+                    note_rejections([m])
+            break
         if clock.expired():
             stopped = clock.message()
             break
-        cands, rejs = candidates(cur_g, dialect)
+        # Focus first on every candidate touching what is live where the current best order
+        # peaks; when that finds nothing, one round over every concatenation's group (another
+        # optimal order may peak elsewhere).
+        hot = hot_tensors(with_alignment(cur_g, alignment), cur_r.order) if focus else None
+        cands, rejs = candidates(cur_g, dialect, hot, groups_only=not focus)
         note_rejections(rejs)
+        peaks: dict[str, int] = {}
         # 2. The candidate with the lowest peak, if it is below the current one.
         best: tuple[int, int, int, _Candidate, ScheduleResult] | None = None
         for i, c in enumerate(cands):
@@ -261,12 +337,19 @@ def rewrite_for_memory(
             for rw in c.rewrites:
                 k = _key(rw)
                 best_seen[k] = (min(best_seen.get(k, (r.peak, ""))[0], r.peak), rw.kind)
+            if c.label.startswith("every reader of"):
+                peaks[c.rewrites[0].concat] = r.peak
             key = (r.peak, len(c.graph.ops), i)
             if r.peak < cur_r.peak and (best is None or key < best[:3]):
                 best = (*key, c, r)
         if best is None and not stopped:
-            best = _all_together(cur_g, cur_r, cands, dialect, schedule)
-            evaluations += 1 + len({c.rewrites[0].concat for c in cands})
+            # 3. Together: the concatenation groups that did not raise the peak on their own.
+            harmless = [x for x, p in peaks.items() if p <= cur_r.peak]
+            best = _all_together(cur_g, cur_r, harmless, dialect, schedule)
+            evaluations += 1 + len(harmless) if len(harmless) >= 2 else 0
+        if best is None and focus and not stopped:
+            focus = False
+            continue
         if best is None:
             break
         _, _, _, c, r = best
@@ -277,6 +360,7 @@ def rewrite_for_memory(
             status[_key(rw)] = Considered(rw.concat, rw.reader, rw.kind, "applied",
                                           f"step {len(steps)}: peak {cur_r.peak:,} -> {r.peak:,} B")
         cur_g, cur_r = c.graph, r
+        focus = True
         if stopped:
             break
     # Matches never applied: say what the best candidate containing them reached.
@@ -301,12 +385,11 @@ def rewrite_for_memory(
 def _all_together(
     graph: Graph,
     cur: ScheduleResult,
-    cands: Sequence[_Candidate],
+    concats: Sequence[str],
     dialect: Dialect,
     schedule: Callable[[Graph], ScheduleResult],
 ) -> tuple[int, int, int, _Candidate, ScheduleResult] | None:
-    """Step 3: every concatenation group at once, then drop the groups that do not pay."""
-    concats = list(dict.fromkeys(c.rewrites[0].concat for c in cands))
+    """Step 3: the groups of ``concats`` at once, then drop the groups that do not pay."""
     if len(concats) < 2:
         return None
 
