@@ -27,8 +27,8 @@ from serenity.rewrites.records import Rejection, Rewrite, Role
 from serenity.runtime import tflm
 from tflite_graphs import TFLiteBuilder
 
-MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
-needs_models = pytest.mark.skipif(not MODELS.is_dir(), reason="shared/models is not beside the clone")
+# The corpus bundled with the repository (the same files as ../shared/models), so no test skips.
+MODELS = Path(__file__).resolve().parents[1] / "examples"
 REQUANTIZE = "channel-wise partitioning moves int8 rounding"
 
 
@@ -92,7 +92,6 @@ def three_parts(
 # -- real models ----------------------------------------------------------------------------------
 
 
-@needs_models
 def test_nas_cells_float_every_match() -> None:
     model = load(MODELS / "nas_cells_float.tflite")
     dialect = TFLiteDialect(model)
@@ -118,7 +117,6 @@ def test_nas_cells_float_every_match() -> None:
         assert key(matches(mid.graph, TFLiteDialect(mid))) == key(matches(ir, dialect))
 
 
-@needs_models
 @pytest.mark.parametrize("name", ["nas_cells_int8", "fan_concat_int8", "inception_block_int8"])
 def test_int8_kernel_wise_is_bit_exact(name: str) -> None:
     model = load(MODELS / f"{name}.tflite")
@@ -131,7 +129,6 @@ def test_int8_kernel_wise_is_bit_exact(name: str) -> None:
     assert convs and all(r.reason.startswith(REQUANTIZE) and "--allow-requantize" in r.reason for r in convs)
 
 
-@needs_models
 @pytest.mark.parametrize("name", ["nas_cells_int8", "fan_concat_int8", "inception_block_int8"])
 def test_int8_channel_wise_with_requantize(name: str, record_property: Callable[[str, object], None]) -> None:
     model = load(MODELS / f"{name}.tflite")
@@ -308,7 +305,6 @@ def test_concat_on_another_axis_or_with_activation_is_rejected() -> None:
     assert isinstance(found["Y2"], Rejection) and "fused activation RELU" in found["Y2"].reason
 
 
-@needs_models
 def test_requantizing_concat_is_rejected() -> None:
     model = load(MODELS / "fan_concat_int8.tflite")
     mt = model.source.model_t()
@@ -341,7 +337,6 @@ def test_dialect_needs_a_tflite_model() -> None:
         TFLiteDialect(model)
 
 
-@needs_models
 def test_materialize_drops_an_offline_plan_and_keeps_signatures() -> None:
     model = load(MODELS / "fan_concat_float.tflite")
     planned = parse_tflite(embed_plan(model, model.graph.listed_order, {}), Path("planned.tflite"))

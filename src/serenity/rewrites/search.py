@@ -121,9 +121,12 @@ def _key(rw: Rewrite | Rejection) -> tuple[str, str]:
     return (rw.concat, rw.reader)
 
 
-def expand(graph: Graph, rw: Rewrite, dialect: Dialect) -> tuple[Graph, list[Rewrite]]:
+def expand(
+    graph: Graph, rw: Rewrite, dialect: Dialect, rejected: list[Rejection] | None = None
+) -> tuple[Graph, list[Rewrite]]:
     """Apply ``rw`` and, if it is kernel-wise, split every splittable reader of the concatenation
-    it leaves behind, recursively (the closure of step 1)."""
+    it leaves behind, recursively (the closure of step 1); readers that cannot be split are
+    added to ``rejected``."""
     graph = apply_rewrite(graph, rw, dialect)
     seq = [rw]
     if rw.kind != "kernel":
@@ -140,10 +143,12 @@ def expand(graph: Graph, rw: Rewrite, dialect: Dialect) -> tuple[Graph, list[Rew
             if isinstance(m, Rewrite) and m.reader not in tried:
                 nxt = m
                 break
+            if isinstance(m, Rejection) and rejected is not None:
+                rejected.append(m)
         if nxt is None:
             return graph, seq
         tried.add(nxt.reader)
-        graph, more = expand(graph, nxt, dialect)
+        graph, more = expand(graph, nxt, dialect, rejected)
         seq += more
 
 
@@ -169,15 +174,9 @@ def _group(graph: Graph, concat: str, dialect: Dialect) -> tuple[Graph, list[Rew
         seq += more
 
 
-def kept_bound(graph: Graph, dialect: Dialect) -> tuple[int, str]:
-    """A peak no rewrite can go below, and the op that sets it.
-
-    Rewrites only remove concatenations and ops that read one, directly or through per-channel
-    ops a kernel-wise split moves the concatenation past. Every other op stays in every
-    rewritten graph with the same inputs and outputs, all live while it runs, so the largest
-    such op bounds every rewritten graph's peak. When the current optimum equals it, the
-    search can stop at once (the ImageNet NAS networks peak in their stem).
-    """
+def concat_fed(graph: Graph, dialect: Dialect) -> set[int]:
+    """The ops a rewrite may remove: concatenations, and ops splittable by role whose data is a
+    concatenation's output, directly or through per-channel ops (``Concat -> ReLU -> Conv``)."""
     removable: set[int] = set()
     concat_like: set[str] = set()  # tensors a concatenation writes, or one may after splits
     for v in graph.topological_order:
@@ -189,6 +188,19 @@ def kept_bound(graph: Graph, dialect: Dialect) -> tuple[int, str]:
             removable.add(v)
             if role.kind != "conv":
                 concat_like.update(o for o in op.outputs if o)
+    return removable
+
+
+def kept_bound(graph: Graph, dialect: Dialect) -> tuple[int, str]:
+    """A peak no rewrite can go below, and the op that sets it.
+
+    Rewrites only remove concatenations and ops that read one, directly or through per-channel
+    ops a kernel-wise split moves the concatenation past. Every other op stays in every
+    rewritten graph with the same inputs and outputs, all live while it runs, so the largest
+    such op bounds every rewritten graph's peak. When the current optimum equals it, the
+    search can stop at once (the ImageNet NAS networks peak in their stem).
+    """
+    removable = concat_fed(graph, dialect)
     best, where = 0, ""
     for op in graph.ops:
         if op.index in removable:
@@ -250,7 +262,7 @@ def candidates(
             continue
         add(m.describe(), (m,), apply_rewrite(graph, m, dialect), [m])
         if m.kind == "kernel":
-            g, seq = expand(graph, m, dialect)
+            g, seq = expand(graph, m, dialect, rejected)
             add(m.describe() + " and the readers after it", (m,), g, seq)
     for x in concats:
         g, seq = _group(graph, x, dialect)
@@ -417,4 +429,4 @@ def _all_together(
     return (r.peak, len(g.ops), 0, _Candidate(label, tuple(seq[:1]), g, tuple(seq)), r)
 
 
-__all__ = ["Considered", "RewriteOutcome", "Step", "candidates", "expand", "rewrite_for_memory"]
+__all__ = ["concat_fed", "kept_bound", "Considered", "RewriteOutcome", "Step", "candidates", "expand", "rewrite_for_memory"]
