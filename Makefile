@@ -25,6 +25,8 @@ demo: $(STAMP)-base
 	  echo "== $$f"; \
 	  $(BIN)/serenity schedule $$f -o $$o && $(BIN)/serenity verify $$f $$o || exit 1; \
 	done
+	$(BIN)/serenity optimize examples/nas_cells_float.tflite -o out/nas_cells_float.optimized.tflite --embed-plan
+	$(BIN)/serenity verify examples/nas_cells_float.tflite out/nas_cells_float.optimized.tflite
 	$(BIN)/serenity bench --quick --plot out/bench-quick.png --csv out/bench-quick.csv
 
 test: $(STAMP)-test

@@ -54,7 +54,9 @@ def nas_like(
     chans = list(channels) or [c] * fan_in
     ops = [Op(f"b{i}", "Conv", ("x", "w"), (f"a{i}",)) for i in range(len(chans))]
     tensors = [T("x", c, hw), T("w", c, 1, const=True)] + [T(f"a{i}", ch, hw) for i, ch in enumerate(chans)]
-    ops.append(Op("cat", "Concat", tuple(f"a{i}" for i in range(len(chans))), ("cat",), attributes={"axis": 1}))
+    ops.append(
+        Op("cat", "Concat", tuple(f"a{i}" for i in range(len(chans))), ("cat",), attributes={"axis": 1})
+    )
     tensors.append(T("cat", sum(chans), hw))
     outs = []
     for j, kind in enumerate(readers):

@@ -11,8 +11,8 @@ import itertools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rewrite_toy import T, ToyDialect, nas_like
 
+from rewrite_toy import T, ToyDialect, nas_like
 from serenity.ir import Graph, Op, with_alignment
 from serenity.memory import simulate
 from serenity.rewrites import Rejection, Rewrite, apply_all, structure_difference
@@ -26,8 +26,11 @@ D = ToyDialect()
 
 def brute_force_peak(g: Graph) -> int:
     assert len(g.ops) <= 8, "brute force is for small graphs"
-    return min(simulate(g, p, check=False).peak for p in itertools.permutations(range(len(g.ops)))
-               if g.is_topological(p))
+    return min(
+        simulate(g, p, check=False).peak
+        for p in itertools.permutations(range(len(g.ops)))
+        if g.is_topological(p)
+    )
 
 
 def test_channel_split_structure() -> None:
@@ -83,8 +86,13 @@ def test_search_lowers_the_peak_and_explains() -> None:
 def test_search_keeps_nothing_that_does_not_pay() -> None:
     # A huge input dominates every order: no split can lower the peak, so none is kept.
     g = nas_like(2, 2, 2, ("Conv",))
-    big = Graph("big", [Op("s", "Relu", ("in",), ("x",)), *g.ops],
-                [T("in", 64, 8), *g.tensors.values()], ["in"], list(g.outputs))
+    big = Graph(
+        "big",
+        [Op("s", "Relu", ("in",), ("x",)), *g.ops],
+        [T("in", 64, 8), *g.tensors.values()],
+        ["in"],
+        list(g.outputs),
+    )
     o = rewrite_for_memory(big, D)
     assert not o.modified and o.graph is big and o.result is o.base
     (c,) = o.considered
@@ -131,5 +139,5 @@ def test_stale_rewrite_is_refused() -> None:
     (m,) = matches(g, D)
     assert isinstance(m, Rewrite)
     g2 = apply_rewrite(g, m, D)
-    with pytest.raises(GraphError, match="does not read|no op|cannot be split"):
+    with pytest.raises(GraphError, match=r"does not read|no op|cannot be split"):
         apply_rewrite(g2, m, D)

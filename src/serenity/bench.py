@@ -117,7 +117,9 @@ class BenchReport:
             "reference": self.reference,
             "geomean_vs_listed": {k: round(v, 4) for k, v in self.vs_listed.items()},
             "geomean_reference_vs_baseline": {k: round(v, 4) for k, v in self.vs_baselines.items()},
-            "geomean_rewrite_over_optimal": None if self.rewrite_gain is None else round(self.rewrite_gain, 4),
+            "geomean_rewrite_over_optimal": None
+            if self.rewrite_gain is None
+            else round(self.rewrite_gain, 4),
             "rows": [
                 {
                     "network": r.network,

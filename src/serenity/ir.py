@@ -121,7 +121,13 @@ class Graph:
         tensors: Iterable[Tensor],
         inputs: Sequence[str],
         outputs: Sequence[str],
+        *,
+        acyclic: bool = False,
     ) -> None:
+        """Args:
+            acyclic: The caller guarantees the ops form no cycle (a transformation that provably
+                keeps a checked graph acyclic, e.g. splitting an op); skips the check.
+        """
         self.name = name
         # Direct construction, not dataclasses.replace: graphs are rebuilt often (rewrite search).
         self.ops: tuple[Op, ...] = tuple(
@@ -131,7 +137,8 @@ class Graph:
         self.inputs: tuple[str, ...] = tuple(inputs)
         self.outputs: tuple[str, ...] = tuple(outputs)
         self.tensors: dict[str, Tensor] = self._link(tensors)
-        self._check_acyclic()
+        if not acyclic:
+            self._check_acyclic()
 
     # -- construction -----------------------------------------------------------------------
 

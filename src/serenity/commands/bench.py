@@ -116,7 +116,10 @@ def run(args: argparse.Namespace) -> int:
     ratios = ", ".join(f"{m} {v:.2f}×" for m, v in report.vs_listed.items())
     print(f"geomean peak(listed) / peak(method): {ratios}")
     if report.rewrite_gain is not None:
-        print(f"geomean peak(optimal) / peak(optimal+rewrite): {report.rewrite_gain:.2f}× (rewriting over scheduling alone)")
+        print(
+            f"geomean peak(optimal) / peak(optimal+rewrite): {report.rewrite_gain:.2f}× "
+            "(rewriting over scheduling alone)"
+        )
     vs = ", ".join(f"{b} {v:.2f}×" for b, v in report.vs_baselines.items())
     print(f"geomean peak(baseline) / peak({report.reference}): {vs}")
     if "optimal" not in methods:

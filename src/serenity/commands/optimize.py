@@ -74,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     if format_of(src) != format_of(dst):
         raise SerenityError(f"{dst}: output must have the input's format ({src.suffix})")
     if args.embed_plan and format_of(src) != "tflite":
-        raise SerenityError(f"{src}: --embed-plan writes TFLite Micro's OfflineMemoryAllocation; .tflite only")
+        raise SerenityError(
+            f"{src}: --embed-plan writes TFLite Micro's OfflineMemoryAllocation; .tflite only"
+        )
     if args.embed_plan and args.planner not in PLANNERS:
         raise SerenityError(f"--planner: unknown planner '{args.planner}' (known: {', '.join(PLANNERS)})")
     guard_outputs([("-o", dst)], [src])
@@ -142,26 +144,50 @@ def run(args: argparse.Namespace) -> int:
         out["arena"] = {k: v for k, v in arena.items() if k not in ("order", "offsets")}
     if model.format == "tflite":
         out.update(_tflm_measure(src, dst, args.json))
-        if args.allow_requantize and any(rw.kind == "channel" for rw in (outcome.rewrites if outcome else ())):
+        if args.allow_requantize and any(
+            rw.kind == "channel" for rw in (outcome.rewrites if outcome else ())
+        ):
             out["requantize_max_abs_diff"] = _max_diff(src, dst, args.seed)
     if args.json:
         emit_json(out)
         return 0
     rows = [
-        ("peak, listed order", fmt_bytes(listed) if listed is not None else f"invalid: {graph.listed_problem}"),
-        ("peak, scheduled", before_after(listed, base.peak) + ("  proven optimal" if base.proven_optimal else "")),
-        ("peak, rewritten", before_after(base.peak, peak) + ("  proven optimal" if out["proven_optimal_rewritten"] else "")),
-        ("ops", f"{out['ops_before']} -> {out['ops_after']}" + (f" ({len(out['rewrites'])} rewrites)" if out["rewrites"] else "")),
-    ]  # fmt: skip
+        (
+            "peak, listed order",
+            fmt_bytes(listed) if listed is not None else f"invalid: {graph.listed_problem}",
+        ),
+        (
+            "peak, scheduled",
+            before_after(listed, base.peak) + ("  proven optimal" if base.proven_optimal else ""),
+        ),
+        (
+            "peak, rewritten",
+            before_after(base.peak, peak) + ("  proven optimal" if out["proven_optimal_rewritten"] else ""),
+        ),
+        (
+            "ops",
+            f"{out['ops_before']} -> {out['ops_after']}"
+            + (f" ({len(out['rewrites'])} rewrites)" if out["rewrites"] else ""),
+        ),
+    ]
     if outcome is not None:
-        rows.append(("rewrite search", f"{outcome.evaluations} graphs scheduled in {outcome.seconds:.2f} s"
-                     + (f" ({outcome.stopped})" if outcome.stopped else "")))  # fmt: skip
+        rows.append(
+            (
+                "rewrite search",
+                f"{outcome.evaluations} graphs scheduled in {outcome.seconds:.2f} s"
+                + (f" ({outcome.stopped})" if outcome.stopped else ""),
+            )
+        )
     if arena is not None:
         rows.append(("arena plan", f"{fmt_bytes(arena['arena_bytes'])} ({arena['planner']})"))
     if out.get("tflm_arena_after") is not None:
-        rows.append(("TFLM arena (measured)", before_after(out.get("tflm_arena_before"), out["tflm_arena_after"])))
+        rows.append(
+            ("TFLM arena (measured)", before_after(out.get("tflm_arena_before"), out["tflm_arena_after"]))
+        )
     if "requantize_max_abs_diff" in out:
-        rows.append(("int8 output difference", f"max |Δ| {out['requantize_max_abs_diff']:g} (seed {args.seed})"))
+        rows.append(
+            ("int8 output difference", f"max |Δ| {out['requantize_max_abs_diff']:g} (seed {args.seed})")
+        )
     rows += [("time", f"{seconds:.2f} s"), ("written", str(dst))]
     table("Optimize", ["", ""], rows, show_header=False)
     if args.explain and outcome is not None:
@@ -174,8 +200,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rewrite_dict(rw: Any) -> dict[str, Any]:
-    return {"kind": rw.kind, "concat": rw.concat, "reader": rw.reader, "parts": list(rw.parts),
-            "channels": list(rw.channels)}
+    return {
+        "kind": rw.kind,
+        "concat": rw.concat,
+        "reader": rw.reader,
+        "parts": list(rw.parts),
+        "channels": list(rw.channels),
+    }
 
 
 def _tflm_measure(src: Path, dst: Path, quiet: bool) -> dict[str, Any]:
@@ -202,5 +233,7 @@ def _max_diff(src: Path, dst: Path, seed_: int) -> float:
 
     inputs = random_inputs(src, seed=seed_)
     a, b = run(src, inputs), run(dst, inputs)
-    return max(float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))) if x.size else 0.0
-               for x, y in zip(a, b, strict=True))
+    return max(
+        float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))) if x.size else 0.0
+        for x, y in zip(a, b, strict=True)
+    )

@@ -154,4 +154,13 @@ def dialect_for(model: Model, *, allow_requantize: bool = False) -> Any:
     raise UnsupportedError(f"{where}a {model.format} graph has no weights to rewrite; use --no-rewrite")
 
 
-__all__ = ["FORMATS", "Model", "dialect_for", "format_of", "load", "protected_files", "referenced_files", "save"]
+__all__ = [
+    "FORMATS",
+    "Model",
+    "dialect_for",
+    "format_of",
+    "load",
+    "protected_files",
+    "referenced_files",
+    "save",
+]

@@ -58,13 +58,27 @@ def apply_rewrite(graph: Graph, rw: Rewrite, dialect: Dialect) -> Graph:
         else:
             t = replace(y, name=rw.part(i), producer=None, consumers=(), is_input=False, is_output=False)
         new_tensors.append(t)
-        new_ops.append(Op(f"{r_op.name}/{rw.kind[0]}w{i}", r_op.type, branch_inputs(i), (rw.part(i),),
-                          attributes=dict(r_op.attributes)))
+        new_ops.append(
+            Op(
+                f"{r_op.name}/{rw.kind[0]}w{i}",
+                r_op.type,
+                branch_inputs(i),
+                (rw.part(i),),
+                attributes=dict(r_op.attributes),
+            )
+        )
     # 2. Join the branches: a concat after them, or a chain of additions.
     n = len(rw.parts)
     if rw.kind == "kernel":
-        new_ops.append(Op(f"{r_op.name}/concat", dialect.concat_type, tuple(rw.part(i) for i in range(n)),
-                          (rw.reader,), attributes={"axis": rw.out_axis}))
+        new_ops.append(
+            Op(
+                f"{r_op.name}/concat",
+                dialect.concat_type,
+                tuple(rw.part(i) for i in range(n)),
+                (rw.reader,),
+                attributes={"axis": rw.out_axis},
+            )
+        )
     else:
         prev = rw.part(0)
         for i in range(1, n):
@@ -90,7 +104,9 @@ def apply_rewrite(graph: Graph, rw: Rewrite, dialect: Dialect) -> Graph:
         if t.name in taken:
             raise GraphError(f"rewrite would create tensor '{t.name}', which '{graph.name}' already has")
         out_tensors.append(t)
-    return Graph(graph.name, ops, out_tensors, graph.inputs, graph.outputs)
+    # Acyclic by construction: the new ops read only the concat's parts (which precede the
+    # concat) and each other, and feed only the split op's former readers.
+    return Graph(graph.name, ops, out_tensors, graph.inputs, graph.outputs, acyclic=True)
 
 
 def apply_all(graph: Graph, rewrites: Iterable[Rewrite], dialect: Dialect) -> Graph:

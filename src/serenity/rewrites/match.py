@@ -57,7 +57,10 @@ def make_rewrite(graph: Graph, dialect: Dialect, c_op: Op, r_op: Op) -> Rewrite 
     c_role = dialect.role(graph, c_op)
     assert not isinstance(c_role, str)
     if c_role.axis != role.axis:
-        return no(f"the concatenation joins axis {c_role.axis}, {r_op.type} computes per channel on axis {role.axis}")
+        return no(
+            f"the concatenation joins axis {c_role.axis}, "
+            f"{r_op.type} computes per channel on axis {role.axis}"
+        )
     parts = tuple(n for n in c_op.inputs if n)
     if len(parts) < 2:
         return no("the concatenation has fewer than two parts")
@@ -77,8 +80,11 @@ def make_rewrite(graph: Graph, dialect: Dialect, c_op: Op, r_op: Op) -> Rewrite 
         out_axis=role.out_axis,
         multiplier=role.multiplier,
     )
-    taken = [n for n in (*(rw.part(i) for i in range(len(parts))), *(rw.acc(i) for i in range(1, len(parts) - 1)))
-             if n in graph.tensors]
+    taken = [
+        n
+        for n in (*(rw.part(i) for i in range(len(parts))), *(rw.acc(i) for i in range(1, len(parts) - 1)))
+        if n in graph.tensors
+    ]
     if taken:
         return no(f"tensor name '{taken[0]}' is already taken")
     # 4. The format can write it.

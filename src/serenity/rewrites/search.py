@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from serenity.ir import Graph, with_alignment
 from serenity.rewrites.apply import apply_rewrite
-from serenity.rewrites.match import make_rewrite, matches, readers_of_concats
+from serenity.rewrites.match import make_rewrite, matches
 from serenity.rewrites.records import Dialect, Rejection, Rewrite
 from serenity.schedulers.clock import Deadline
 from serenity.schedulers.dp import schedule_dp
@@ -60,8 +60,13 @@ class Considered:
     reason: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"concat": self.concat, "reader": self.reader, "kind": self.kind, "status": self.status,
-                "reason": self.reason}
+        return {
+            "concat": self.concat,
+            "reader": self.reader,
+            "kind": self.kind,
+            "status": self.status,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +318,7 @@ def rewrite_for_memory(
 
     def note_rejections(rejs: Sequence[Rejection]) -> None:
         for rj in rejs:
-            if status.get(_key(rj), None) is None or status[_key(rj)].status != "applied":
+            if status.get(_key(rj)) is None or status[_key(rj)].status != "applied":
                 status[_key(rj)] = Considered(rj.concat, rj.reader, "", "rejected", rj.reason)
 
     focus = True
@@ -369,8 +374,13 @@ def rewrite_for_memory(
         steps.append(Step(c.label, c.rewrites, cur_r.peak, r.peak, r.proven_optimal))
         applied += c.rewrites
         for rw in c.rewrites:
-            status[_key(rw)] = Considered(rw.concat, rw.reader, rw.kind, "applied",
-                                          f"step {len(steps)}: peak {cur_r.peak:,} -> {r.peak:,} B")
+            status[_key(rw)] = Considered(
+                rw.concat,
+                rw.reader,
+                rw.kind,
+                "applied",
+                f"step {len(steps)}: peak {cur_r.peak:,} -> {r.peak:,} B",
+            )
         cur_g, cur_r = c.graph, r
         focus = True
         if stopped:
@@ -378,8 +388,9 @@ def rewrite_for_memory(
     # Matches never applied: say what the best candidate containing them reached.
     for k, (peak, kind) in best_seen.items():
         if k not in status or status[k].status != "applied":
-            status[k] = Considered(k[0], k[1], kind, "no gain",
-                                   f"best peak with it {peak:,} B, not below {cur_r.peak:,} B")
+            status[k] = Considered(
+                k[0], k[1], kind, "no gain", f"best peak with it {peak:,} B, not below {cur_r.peak:,} B"
+            )
     return RewriteOutcome(
         original=graph,
         graph=cur_g,
@@ -429,4 +440,13 @@ def _all_together(
     return (r.peak, len(g.ops), 0, _Candidate(label, tuple(seq[:1]), g, tuple(seq)), r)
 
 
-__all__ = ["concat_fed", "kept_bound", "Considered", "RewriteOutcome", "Step", "candidates", "expand", "rewrite_for_memory"]
+__all__ = [
+    "Considered",
+    "RewriteOutcome",
+    "Step",
+    "candidates",
+    "concat_fed",
+    "expand",
+    "kept_bound",
+    "rewrite_for_memory",
+]
