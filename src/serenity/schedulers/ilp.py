@@ -26,6 +26,8 @@ Iterative Graph Optimization" (ICCAD 2023), with its liveness written as CP-SAT 
 The result is ``proven_optimal`` only when CP-SAT reports ``OPTIMAL`` (the gap closed) or the
 baseline met the static bound; otherwise it is the best order found, and ``lower_bound`` the
 best bound CP-SAT proved (rounded up, times the gcd) or the static bound, whichever is larger.
+CP-SAT runs with a fixed seed; with one worker the order is reproducible, with several the peak
+and the proof are (when proven) but the order among equally good ones may differ between runs.
 OR-Tools is an optional dependency (``pip install 'serenity-sched[ilp]'``), imported on the
 first call.
 """
@@ -54,6 +56,9 @@ MAX_TOTAL = 1 << 50
 #: Largest number of step booleans ``x[v, t]``: beyond it the model alone would take longer to
 #: build than a time-limited run allows, and CP-SAT would not close the gap anyway.
 MAX_BOOLS = 200_000
+#: Largest graph the program is built for: the ASAP/ALAP windows come from reachability
+#: bitsets of n^2 bits (8 MiB here).
+MAX_OPS = 8192
 #: Fixed seed of CP-SAT's search (determinism is part of the contract).
 SEED = 0
 
@@ -154,10 +159,12 @@ def schedule_ilp(
         stats["stopped"] = f"sizes too large for CP-SAT: {total} units after dividing by gcd {g} > 2^50"
         return done()
 
-    # 3. Step windows (reachability is n^2 bits: bounded by MAX_BOOLS >= n).
-    if d.n_ops > MAX_BOOLS or clock.expired():
+    # 3. Step windows (reachability is n^2 bits: bounded by MAX_OPS).
+    if d.n_ops > MAX_OPS or clock.expired():
         stats["stopped"] = (
-            clock.message() + " before the model" if clock.expired() else f"{d.n_ops} ops > {MAX_BOOLS}"
+            clock.message() + " before the model"
+            if clock.expired()
+            else f"model too large: {d.n_ops} ops > {MAX_OPS}"
         )
         return done()
     win = windows(d)
@@ -194,7 +201,9 @@ def schedule_ilp(
     proven = status == cp_model.OPTIMAL
     if not proven:
         stats["stopped"] = (
-            f"{clock.message()} in CP-SAT ({stats['status']})" if time_limit is not None else stats["status"]
+            f"{clock.message()} in CP-SAT ({stats['status']})"
+            if clock.expired()
+            else f"CP-SAT stopped with status {stats['status']}"
         )
     return done(proven=proven)
 
@@ -266,6 +275,9 @@ def build_model(
         steps.append(s)
     for row in by_step:
         m.add_exactly_one(row)
+    # Redundant with the rows above, but CP-SAT propagates it on the integer steps directly:
+    # measured 2-4x faster proofs on the zoo cells, and better orders on randwire_ws_stage.
+    m.add_all_different(steps)
     for v in range(n):
         for u in d.preds[v]:
             m.add(steps[u] + 1 <= steps[v])
