@@ -133,12 +133,21 @@ def expand(
     it leaves behind, recursively (the closure of step 1); readers that cannot be split are
     added to ``rejected``."""
     graph = apply_rewrite(graph, rw, dialect)
-    seq = [rw]
     if rw.kind != "kernel":
-        return graph, seq
+        return graph, [rw]
+    graph, more = _group(graph, rw.reader, dialect, rejected)
+    return graph, [rw, *more]
+
+
+def _group(
+    graph: Graph, concat: str, dialect: Dialect, rejected: list[Rejection] | None = None
+) -> tuple[Graph, list[Rewrite]]:
+    """Expand every splittable reader of the concatenation writing ``concat`` in turn, matching
+    again after each (a split renames what the next match refers to)."""
+    seq: list[Rewrite] = []
     tried: set[str] = set()
     while True:
-        t = graph.tensors.get(rw.reader)
+        t = graph.tensors.get(concat)
         if t is None or t.producer is None:
             return graph, seq
         c_op = graph.ops[t.producer]
@@ -154,28 +163,6 @@ def expand(
             return graph, seq
         tried.add(nxt.reader)
         graph, more = expand(graph, nxt, dialect, rejected)
-        seq += more
-
-
-def _group(graph: Graph, concat: str, dialect: Dialect) -> tuple[Graph, list[Rewrite]]:
-    """Expand every splittable reader of ``concat`` in turn (re-matching after each)."""
-    seq: list[Rewrite] = []
-    tried: set[str] = set()
-    while True:
-        t = graph.tensors.get(concat)
-        if t is None or t.producer is None:
-            return graph, seq
-        c_op = graph.ops[t.producer]
-        nxt = None
-        for r in t.consumers:
-            m = make_rewrite(graph, dialect, c_op, graph.ops[r])
-            if isinstance(m, Rewrite) and m.reader not in tried:
-                nxt = m
-                break
-        if nxt is None:
-            return graph, seq
-        tried.add(nxt.reader)
-        graph, more = expand(graph, nxt, dialect)
         seq += more
 
 
