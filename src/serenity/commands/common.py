@@ -39,15 +39,44 @@ def parse_dims(items: Sequence[str] | None) -> dict[str, int]:
     return dims
 
 
-def duration(text: str) -> float:
-    """argparse type: a finite, non-negative number of seconds (0: return the first answer)."""
+def _non_negative(text: str, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative, finite number of seconds, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a non-negative, finite {what}, got {text!r}")
     return value
+
+
+def duration(text: str) -> float:
+    """argparse type: a finite, non-negative number of seconds (0: return the first answer)."""
+    return _non_negative(text, "number of seconds")
+
+
+def tolerance(text: str) -> float:
+    """argparse type: a finite, non-negative number (an output tolerance)."""
+    return _non_negative(text, "number")
+
+
+def check_output(src: Path, dst: Path, *, embed_plan: bool = False, planner: str | None = None) -> None:
+    """Before any work: OUT has MODEL's format, ``--embed-plan`` is for ``.tflite``, and
+    ``planner`` (when one will be used) is a known arena planner.
+
+    Raises:
+        SerenityError: naming the option or file.
+    """
+    from serenity.formats import format_of
+    from serenity.planning import PLANNERS
+
+    if format_of(src) != format_of(dst):
+        raise SerenityError(f"{dst}: output must have the input's format ({src.suffix})")
+    if embed_plan and format_of(src) != "tflite":
+        raise SerenityError(
+            f"{src}: --embed-plan writes TFLite Micro's OfflineMemoryAllocation; .tflite only"
+        )
+    if planner is not None and planner not in PLANNERS:
+        raise SerenityError(f"--planner: unknown planner '{planner}' (known: {', '.join(PLANNERS)})")
 
 
 def _int_in(text: str, lo: int, hi: int, what: str) -> int:

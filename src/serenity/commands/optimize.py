@@ -16,6 +16,7 @@ from serenity.commands.common import (
     add_alignment,
     add_common,
     alignment_for,
+    check_output,
     duration,
     emit_json,
     guard_outputs,
@@ -60,10 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``optimize``; returns the exit code."""
     from serenity.commands.schedule import before_after, choose_arena
-    from serenity.formats import dialect_for, format_of, load, protected_files, save
+    from serenity.formats import dialect_for, load, protected_files, save
     from serenity.ir import with_alignment
     from serenity.memory import simulate
-    from serenity.planning import PLANNERS
     from serenity.report import fmt_bytes, status, table
     from serenity.rewrites.apply import structure_difference
     from serenity.rewrites.search import rewrite_for_memory
@@ -71,14 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     deadline = Deadline(args.time_limit)
     src, dst = Path(args.model), Path(args.output)
-    if format_of(src) != format_of(dst):
-        raise SerenityError(f"{dst}: output must have the input's format ({src.suffix})")
-    if args.embed_plan and format_of(src) != "tflite":
-        raise SerenityError(
-            f"{src}: --embed-plan writes TFLite Micro's OfflineMemoryAllocation; .tflite only"
-        )
-    if args.embed_plan and args.planner not in PLANNERS:
-        raise SerenityError(f"--planner: unknown planner '{args.planner}' (known: {', '.join(PLANNERS)})")
+    check_output(src, dst, embed_plan=args.embed_plan, planner=args.planner if args.embed_plan else None)
     guard_outputs([("-o", dst)], [src])
     model = load(src, dims=parse_dims(args.dim), require_data=not args.no_rewrite)
     guard_outputs([("-o", dst)], protected_files(model))

@@ -12,6 +12,7 @@ from serenity.commands.common import (
     add_alignment,
     add_common,
     alignment_for,
+    check_output,
     duration,
     emit_json,
     guard_outputs,
@@ -67,11 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``schedule``; returns the exit code."""
-    from serenity.formats import format_of, load, protected_files, save
+    from serenity.formats import load, protected_files, save
     from serenity.fsutil import refuse_overwrite
     from serenity.ir import with_alignment
     from serenity.memory import simulate
-    from serenity.planning import PLANNERS
     from serenity.report import fmt_bytes, status, table
     from serenity.schedulers import DEFAULT_METHOD, SCHEDULERS, schedule
 
@@ -81,15 +81,9 @@ def run(args: argparse.Namespace) -> int:
     if method not in SCHEDULERS and method != "best":
         known = ", ".join(["best", *SCHEDULERS])
         raise SerenityError(f"--method: unknown scheduling method '{method}' (known: {known})")
-    if (args.objective == "arena" or args.embed_plan) and args.planner not in PLANNERS:
-        raise SerenityError(f"--planner: unknown planner '{args.planner}' (known: {', '.join(PLANNERS)})")
+    planned = args.objective == "arena" or args.embed_plan
+    check_output(src, dst, embed_plan=args.embed_plan, planner=args.planner if planned else None)
     dims = parse_dims(args.dim)
-    if format_of(src) != format_of(dst):
-        raise SerenityError(f"{dst}: output must have the input's format ({src.suffix})")
-    if args.embed_plan and format_of(src) != "tflite":
-        raise SerenityError(
-            f"{src}: --embed-plan writes TFLite Micro's OfflineMemoryAllocation; .tflite only"
-        )
     objective = args.objective or ("arena" if args.embed_plan else "peak")
     refuse_overwrite(src, dst, in_place=args.in_place)
     guard_outputs([("-o", dst)], [] if args.in_place else [src])

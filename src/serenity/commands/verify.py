@@ -6,20 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from serenity.commands.common import add_common, emit_json, parse_dims, seed
-
-
-def tolerance(text: str) -> float:
-    """argparse type: a finite, non-negative number."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative, finite number, got {text!r}")
-    return value
+from serenity.commands.common import add_common, emit_json, parse_dims, seed, tolerance
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
