@@ -181,3 +181,111 @@ def single_stage(kind: str, dataset: str = "c10", *, seed: int = 0) -> onnx.Mode
     with b.scope("stage1"):
         out = stage(b, x, stage_dags(kind, dataset)[0], SMALL_C)
     return b.finish([out], doc=f"RandWire {GENERATORS[kind]} stage 1 (C={SMALL_C}, 32×32 input)")
+
+
+#: Node aggregations of :func:`stress_network`: the paper's weighted sum (a ``Mul`` per edge, then
+#: ``Sum``), an unweighted ``Sum``, a channel concat followed by a 1×1 conv, and pairwise adds.
+#: ``add-chain`` is what PyTorch's ``sum(inputs)`` exports: a chain of pairwise ``Add``, which
+#: also averages the stage's sinks.
+AGGREGATIONS = ("weighted", "sum", "concat", "add-chain")
+#: Node op chains of :func:`stress_network`: ReLU → depthwise 3×3 → pointwise 1×1 → BatchNorm
+#: (the paper's ReLU-SepConv-BN, batch norm left unfolded), and 3×3 conv → BatchNorm → ReLU.
+CHAINS = ("relu-sep-bn", "conv-bn-relu")
+
+
+def _stress_stage(
+    b: NetBuilder, x: str, dag: RandomDag, c: int, aggregate: str, chain: str, stride: int
+) -> str:
+    outs: list[str] = []
+    for v in range(dag.n):
+        with b.scope(f"node{v}"):
+            preds = dag.preds(v)
+            if not preds:
+                y, s = x, stride
+            else:
+                s = 1
+                if aggregate == "weighted":
+                    weights = 1.0 / (1.0 + np.exp(-b.rng.standard_normal(len(preds))))
+                    y = b.sum([b.scale(outs[u], float(w)) for u, w in zip(preds, weights, strict=True)])
+                elif aggregate == "sum":
+                    y = b.sum([outs[u] for u in preds])
+                elif aggregate == "add-chain":
+                    y = _add_chain(b, [outs[u] for u in preds])
+                else:
+                    y = b.concat([outs[u] for u in preds])
+                    y = b.conv(y, c) if len(preds) > 1 else y
+            if chain == "relu-sep-bn":
+                y = b.bn(b.conv(b.dwconv(b.relu(y), 3, stride=s), c))
+            else:
+                y = b.relu(b.bn(b.conv(y, c, 3, stride=s)))
+            outs.append(y)
+    sinks = [outs[v] for v in range(dag.n) if not dag.succs(v)]
+    with b.scope("output"):
+        if len(sinks) == 1:
+            return sinks[0]
+        total = _add_chain(b, sinks) if aggregate == "add-chain" else b.sum(sinks)
+        return b.scale(total, 1.0 / len(sinks))
+
+
+def _add_chain(b: NetBuilder, xs: list[str]) -> str:
+    y = xs[0]
+    for x in xs[1:]:
+        y = b.add(y, x)
+    return y
+
+
+def stress_network(
+    kind: str,
+    graph_seed: int,
+    *,
+    aggregate: str = "weighted",
+    chain: str = "relu-sep-bn",
+    resolution: int = 32,
+    stem: bool = False,
+    downsample: bool = True,
+    nodes: int = N_NODES,
+    channels: int = SMALL_C,
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """Three random stages of the generator ``kind`` built the ways other code bases build
+    RandWire (the stress benchmark's graphs, ``benchmarks/bench_randwire.py``).
+
+    Stage ``s`` (``s = 0, 1, 2``) has ``channels · 2^s`` channels and its own graph drawn from
+    ``graph_seed + s``; its source nodes read the previous stage's output with stride 2 (stage 1
+    with stride 1 without a stem, so it runs at ``resolution``). With ``downsample=False`` every
+    stage keeps the resolution and the width of the first (the hardest case for a scheduler:
+    every stage can hold the peak). ``stem`` adds the small regime's
+    conv1/conv2 in front (stride 2 each at 224×224, stride 1 below) and the 1×1-conv, pooling
+    and classifier head behind.
+
+    Raises:
+        ValueError: unknown generator, aggregation or chain.
+    """
+    if aggregate not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation '{aggregate}' (known: {', '.join(AGGREGATIONS)})")
+    if chain not in CHAINS:
+        raise ValueError(f"unknown node chain '{chain}' (known: {', '.join(CHAINS)})")
+    name = f"rw_{kind}{graph_seed}_{aggregate}_{chain}_{resolution}" + ("_stem" if stem else "")
+    name += "" if downsample else "_flat"
+    b = NetBuilder(name, seed)
+    if stem:
+        x = b.input("image", (1, 3, resolution, resolution))
+        st = 2 if resolution >= 128 else 1
+        with b.scope("conv1"):
+            x = b.relu(b.conv(x, channels // 2, 3, stride=st))
+        with b.scope("conv2"):
+            x = b.conv(b.relu(x), channels, 3, stride=st)
+    else:
+        x = b.input("x", (1, channels, resolution, resolution))
+    for s in range(3):
+        dag = random_dag(kind, graph_seed + s, nodes)
+        with b.scope(f"stage{s + 1}"):
+            stride = 2 if downsample and (s > 0 or stem) else 1
+            width = channels * 2**s if downsample else channels
+            x = _stress_stage(b, x, dag, width, aggregate, chain, stride)
+    outputs = [x]
+    if stem:
+        with b.scope("head"):
+            outputs = [b.classifier(b.relu(b.conv(x, 1280)), 10)]
+    doc = f"RandWire {GENERATORS[kind]} × 3 stages, {aggregate} aggregation, {chain} nodes, {resolution}²"
+    return b.finish(outputs, doc=doc)
