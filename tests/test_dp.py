@@ -54,7 +54,8 @@ def _t(name: str, size: int) -> Tensor:
 
 def test_registered_as_default() -> None:
     assert SCHEDULERS["optimal"] is schedule_dp
-    assert DEFAULT_METHOD == "optimal"
+    assert SCHEDULERS["auto"].__name__ == "schedule_auto"
+    assert DEFAULT_METHOD == "auto"
 
 
 @SETTINGS

@@ -218,6 +218,7 @@ def schedule_in_pieces(
     proven = True
     states = items = incumbent = 0
     stopped = []
+    proved_by: dict[str, int] = {}
     for j, (part, pg) in enumerate(zip(parts, graphs, strict=True)):
         if clock.expired():
             # Out of time: the rest keeps its topological order, and nothing more is proven.
@@ -229,6 +230,12 @@ def schedule_in_pieces(
         order.extend(part[i] for i in r.order)
         bound = max(bound, r.lower_bound)
         peak = max(peak, r.peak)
+        # Every order of the whole graph needs what this piece needs: later pieces need not go
+        # below it.
+        floor = max(floor, r.lower_bound)
+        for name in str(r.stats.get("proved_by", "")).split(","):
+            if name:
+                proved_by[name] = proved_by.get(name, 0) + 1
         # Good enough: optimal for the piece, or at or below a peak the whole graph needs anyway.
         proven = proven and (r.proven_optimal or r.peak <= floor)
         states += int(r.stats.get("states", 0))
@@ -244,6 +251,9 @@ def schedule_in_pieces(
         "incumbent": f"pieces:{incumbent}",
         "states": states,
     }
+    if proved_by:
+        stats["proved_by"] = ",".join(sorted(proved_by))
+        stats["proved_by_pieces"] = proved_by
     if stopped:
         stats["stopped"] = "; ".join(stopped)
     return make_result(

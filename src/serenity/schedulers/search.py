@@ -35,6 +35,7 @@ import heapq
 import time
 from dataclasses import dataclass, field
 
+from serenity.schedulers.clock import stop_requested
 from serenity.schedulers.reduce import Items, Step
 
 
@@ -178,7 +179,9 @@ def best_first(
         if state == full:
             return _done(SearchOutcome(_unwind(seen, state), g, g, True), expanded, len(seen), t0)
         expanded += 1
-        if expanded & 255 == 0 and time_limit is not None and time.perf_counter() - t0 > time_limit:
+        if expanded & 255 == 0 and (
+            (time_limit is not None and time.perf_counter() - t0 > time_limit) or stop_requested()
+        ):
             stopped = stop_message(time_limit, max_states, timed_out=True)
             break
         # 1. Run-now rule: a forceable ready item that frees what it keeps and costs no more

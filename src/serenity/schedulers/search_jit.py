@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from serenity.schedulers.clock import stop_requested
 from serenity.schedulers.reduce import Items
 from serenity.schedulers.search import SearchOutcome, forceable_mask, pred_masks, stop_message
 
@@ -76,10 +77,11 @@ class _Sigint:
 def poll(deadline: float) -> int:
     """:data:`INTERRUPTED` after Ctrl-C, :data:`TIME` past ``deadline`` (a ``perf_counter``
     instant; ``< 0``: none), else :data:`DRY` (go on). Plain Python, called from the kernels'
-    ``objmode``: it never raises."""
+    ``objmode``: it never raises. A :func:`.clock.stop_when` check that asks to stop counts as
+    the time limit."""
     if _Sigint.hit:
         return INTERRUPTED
-    if deadline >= 0 and time.perf_counter() > deadline:
+    if (deadline >= 0 and time.perf_counter() > deadline) or stop_requested():
         return TIME
     return DRY
 

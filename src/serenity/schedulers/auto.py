@@ -1,0 +1,256 @@
+"""``schedule_auto``: the default method, two exact methods racing for the first proof.
+
+The dynamic program (:func:`.dp.schedule_dp`) proves almost every network in a fraction of a
+second; the integer program (:func:`.ilp.schedule_ilp`, CP-SAT) is slower on those but finds
+good orders, and sometimes the proof, where the state space of the dynamic program explodes
+(wide random DAGs, densely wired random stages). ``auto`` runs them as a portfolio:
+
+1. **Split** the graph at its universal cuts (:mod:`.hourglass`) and treat every piece below on
+   its own; a piece's bound raises the floor of the pieces after it.
+2. **Dynamic program first**, alone, for :data:`GRACE` seconds: it fuses chains, takes the best
+   heuristic order as its budget and usually proves the piece before the grace ends, so easy
+   graphs pay nothing for the portfolio.
+3. **Then both**: once the grace has passed without a proof (and OR-Tools is installed, the piece
+   is within the program's limits and the machine has a second core), the integer program starts
+   in a child process on the other core while the dynamic program goes on here. The first proof
+   wins: a proof from the child stops the search at its next clock poll (:func:`.clock.stop_when`),
+   a proof here terminates the child.
+4. **No proof**: the better order of the two, the larger of the two lower bounds. Without a time
+   limit the dynamic program stops at its state cap; the child is then given at most
+   :data:`ILP_AFTER_DP` more seconds.
+
+Every answer is exact in the usual sense: ``proven_optimal`` only from a finished search, a closed
+CP-SAT gap, or an order meeting a bound. ``stats["proved_by"]`` names the method(s) that proved
+the result (per piece, joined by commas), and ``stats["portfolio"]`` what each method returned.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from serenity.ir import Graph
+from serenity.schedulers.clock import Deadline, stop_when
+from serenity.schedulers.dp import MAX_STATES, schedule_dp
+from serenity.schedulers.hourglass import schedule_in_pieces
+from serenity.schedulers.result import ScheduleResult, make_result
+
+#: Seconds the dynamic program runs alone before the integer program joins it.
+GRACE = 0.3
+#: Seconds the integer program may still take, without a time limit, once the dynamic program
+#: stopped unproven (at its state cap).
+ILP_AFTER_DP = 30.0
+#: Smallest piece the integer program is started for (smaller ones the dynamic program settles).
+ILP_MIN_OPS = 8
+
+METHOD = "auto"
+
+
+def ilp_available() -> bool:
+    """Whether OR-Tools (the ``[ilp]`` extra) can be imported."""
+    try:
+        import ortools.sat.python.cp_model  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _ilp_child(conn: Connection, graph: Graph, time_limit: float | None, workers: int) -> None:
+    """Child process body: solve with CP-SAT, send the result (or the error text) back."""
+    from serenity.schedulers.ilp import schedule_ilp
+
+    try:
+        with stop_when(lambda: False):  # not the parent's race check, which fork copied
+            conn.send(schedule_ilp(graph, time_limit=time_limit, workers=workers))
+    except BaseException as e:  # reported to the parent, which decides
+        conn.send(f"{type(e).__name__}: {e}")
+    finally:
+        conn.close()
+
+
+@dataclass
+class _Race:
+    """The integer program in a child process, started on demand and read without blocking."""
+
+    graph: Graph
+    clock: Deadline
+    grace: float
+    enabled: bool
+    proc: Any = None
+    conn: Connection | None = None
+    result: ScheduleResult | None = None
+    error: str = ""
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+    def check(self) -> bool:
+        """The DP's clock poll: start the child once the grace is over; ``True`` (stop the DP)
+        once the child has sent a proof."""
+        if self.proc is None and self.enabled and self.clock.elapsed() >= self.grace:
+            self.start()
+        if self.conn is not None and self.result is None and not self.error and self.conn.poll():
+            self.receive()
+        return self.result is not None and self.result.proven_optimal
+
+    def start(self) -> None:
+        """Fork the child with the time left (none: unlimited, the parent bounds the wait)."""
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        parent, child = ctx.Pipe(duplex=False)
+        # CP-SAT's usual workers: while the DP runs the cores are shared, but a DP that stops
+        # unproven (its state cap) leaves the child both, which is when it is needed most.
+        workers = min(2, os.cpu_count() or 1)
+        self.proc = ctx.Process(  # type: ignore[attr-defined]
+            target=_ilp_child, args=(child, self.graph, self.seconds_left(), workers), daemon=True
+        )
+        self.started_at = self.clock.elapsed()
+        self.proc.start()
+        child.close()
+        self.conn = parent
+
+    def seconds_left(self) -> float | None:
+        """The time left by the clock alone (``Deadline.left`` would ask :meth:`check` again)."""
+        end = self.clock.end
+        return None if end is None else max(0.0, end - time.perf_counter())
+
+    def receive(self) -> None:
+        assert self.conn is not None
+        try:
+            got = self.conn.recv()
+        except (EOFError, OSError) as e:
+            got = f"integer program ended without a result ({type(e).__name__})"
+        self.finished_at = self.clock.elapsed()
+        if isinstance(got, ScheduleResult):
+            self.result = got
+        else:
+            self.error = str(got)
+
+    def wait(self, seconds: float | None) -> None:
+        """Wait up to ``seconds`` (``None``: until it ends) for the child's answer."""
+        if self.conn is None or self.result is not None or self.error:
+            return
+        if self.conn.poll(seconds):
+            self.receive()
+
+    def stop(self) -> None:
+        """End the child (if still running) and release its pipe."""
+        if self.proc is not None:
+            if self.proc.is_alive():
+                self.proc.terminate()
+            self.proc.join(timeout=5)
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def _summary(r: ScheduleResult, seconds: float | None = None) -> dict[str, object]:
+    out: dict[str, object] = {
+        "peak": r.peak,
+        "lower_bound": r.lower_bound,
+        "proven": r.proven_optimal,
+        "seconds": round(r.seconds if seconds is None else seconds, 4),
+    }
+    if r.stats.get("stopped"):
+        out["stopped"] = r.stats["stopped"]
+    return out
+
+
+def _race(
+    graph: Graph, time_limit: float | None, floor: int, max_states: int, grace: float, use_ilp: bool
+) -> ScheduleResult:
+    """One piece: the DP, joined by the ILP after ``grace`` seconds (see the module docstring)."""
+    clock = Deadline(time_limit)
+    race = _Race(graph, clock, grace, enabled=use_ilp and len(graph.ops) >= ILP_MIN_OPS)
+    try:
+        with stop_when(race.check):
+            dp = schedule_dp(graph, time_limit=time_limit, max_states=max_states, split=False, floor=floor)
+        dp_seconds = clock.elapsed()
+        portfolio: dict[str, object] = {"optimal": _summary(dp, dp_seconds)}
+        if not dp.proven_optimal and race.proc is not None:
+            left = race.seconds_left()
+            race.wait(ILP_AFTER_DP if left is None else left)
+        ilp = race.result
+    finally:
+        race.stop()
+    if ilp is not None:
+        portfolio["ilp"] = _summary(ilp, race.finished_at - race.started_at)
+        portfolio["ilp"]["started_at"] = round(race.started_at, 4)  # type: ignore[index]
+    elif race.error:
+        portfolio["ilp"] = {"error": race.error}
+    elif race.proc is not None:
+        portfolio["ilp"] = {"stopped": "the dynamic program proved the optimum first"}
+    runs = [dp] if ilp is None else [dp, ilp]
+    winner = next((r for r in runs if r.proven_optimal), None)
+    best = winner or min(runs, key=lambda r: r.peak)
+    bound = max(r.lower_bound for r in runs)
+    stats: dict[str, object] = {**best.stats, "portfolio": portfolio}
+    if winner is not None:
+        stats.pop("stopped", None)
+        stats["proved_by"] = winner.method
+    elif best.peak <= bound:
+        stats.pop("stopped", None)
+        stats["proved_by"] = "bound"
+    else:
+        why = [f"{r.method}: {r.stats['stopped']}" for r in runs if r.stats.get("stopped")]
+        stats["stopped"] = "; ".join(why)
+    return make_result(
+        graph,
+        best.order,
+        method=METHOD,
+        seconds=clock.elapsed(),
+        lower_bound=min(bound, best.peak),
+        proven=winner is not None,
+        stats=stats,
+    )
+
+
+def schedule_auto(
+    graph: Graph,
+    *,
+    time_limit: float | None = None,
+    max_states: int = MAX_STATES,
+    grace: float = GRACE,
+    use_ilp: bool | None = None,
+) -> ScheduleResult:
+    """The memory-optimal order, proven by whichever exact method gets there first.
+
+    Args:
+        graph: The graph to schedule.
+        time_limit: Seconds for the whole run; the best order of both methods is returned when
+            it runs out, unproven.
+        max_states: The dynamic program's state cap (see :func:`.dp.schedule_dp`).
+        grace: Seconds the dynamic program runs alone on a piece before the integer program
+            joins it (:data:`GRACE`).
+        use_ilp: Race the integer program; default: when OR-Tools is installed and the machine
+            has more than one core.
+
+    Returns:
+        A :class:`ScheduleResult` with method ``"auto"``; ``stats["proved_by"]`` names the
+        method that proved it (``"optimal"`` for the dynamic program, ``"ilp"``, or ``"bound"``
+        when an order met the lower bound), ``stats["portfolio"]`` what each method returned.
+
+    Example:
+        >>> from serenity.ir import Graph, Op, Tensor
+        >>> T = lambda n, b: Tensor(n, (b,), "int8", b)
+        >>> g = Graph("ex", [Op("A", "Relu", ("x",), ("a",)), Op("B", "Relu", ("x",), ("b",)),
+        ...                  Op("C", "Add", ("a", "b"), ("c",))],
+        ...           [T("x", 10), T("a", 20), T("b", 30), T("c", 5)], ["x"], ["c"])
+        >>> r = schedule_auto(g)
+        >>> r.peak, r.proven_optimal, r.stats["proved_by"]
+        (60, True, 'optimal')
+    """
+    t0 = time.perf_counter()
+    if use_ilp is None:
+        use_ilp = (os.cpu_count() or 1) > 1 and ilp_available()
+
+    def piece(g: Graph, limit: float | None, floor: int) -> ScheduleResult:
+        return _race(g, limit, floor, max_states, grace, use_ilp)
+
+    joined = schedule_in_pieces(graph, piece, method=METHOD, time_limit=time_limit)
+    if joined is not None:
+        return joined
+    left = None if time_limit is None else max(0.0, time_limit - (time.perf_counter() - t0))
+    return _race(graph, left, 0, max_states, grace, use_ilp)
