@@ -12,7 +12,8 @@ good orders, and sometimes the proof, where the state space of the dynamic progr
    graphs pay nothing for the portfolio.
 3. **Then both**: once the grace has passed without a proof (and OR-Tools is installed, the piece
    is within the program's limits and the machine has a second core), the integer program starts
-   in a child process on the other core while the dynamic program goes on here. The first proof
+   in a child process (one CP-SAT worker, at a lower priority) on the other core while the dynamic
+   program goes on here. The first proof
    wins: a proof from the child stops the search at its next clock poll (:func:`.clock.stop_when`),
    a proof here terminates the child.
 4. **No proof**: the better order of the two, the larger of the two lower bounds. Without a time
@@ -47,6 +48,10 @@ ILP_AFTER_DP = 30.0
 #: Smallest piece the integer program is started for (smaller ones the dynamic program settles).
 ILP_MIN_OPS = 8
 
+#: Niceness added to the child, so that on a busy machine the DP (which proves most pieces)
+#: keeps its speed.
+NICE = 10
+
 METHOD = "auto"
 
 
@@ -63,6 +68,10 @@ def _ilp_child(conn: Connection, graph: Graph, time_limit: float | None, workers
     """Child process body: solve with CP-SAT, send the result (or the error text) back."""
     from serenity.schedulers.ilp import schedule_ilp
 
+    try:
+        os.nice(NICE)
+    except (AttributeError, OSError):  # pragma: no cover - platforms without nice
+        pass
     try:
         with stop_when(lambda: False):  # not the parent's race check, which fork copied
             conn.send(schedule_ilp(graph, time_limit=time_limit, workers=workers))
@@ -100,9 +109,9 @@ class _Race:
         """Fork the child with the time left (none: unlimited, the parent bounds the wait)."""
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         parent, child = ctx.Pipe(duplex=False)
-        # CP-SAT's usual workers: while the DP runs the cores are shared, but a DP that stops
-        # unproven (its state cap) leaves the child both, which is when it is needed most.
-        workers = min(2, os.cpu_count() or 1)
+        # One CP-SAT worker at a lower priority: the DP keeps its core at full speed (it proves
+        # most pieces), the program takes the other.
+        workers = 1
         self.proc = ctx.Process(  # type: ignore[attr-defined]
             target=_ilp_child, args=(child, self.graph, self.seconds_left(), workers), daemon=True
         )
