@@ -12,10 +12,12 @@ $(BIN)/python:
 
 $(STAMP)-base: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e .
+	$(BIN)/python -m serenity.schedulers.warmup
 	touch $@
 
 $(STAMP)-test: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test,ilp]"
+	$(BIN)/python -m serenity.schedulers.warmup
 	touch $@
 
 demo: $(STAMP)-base

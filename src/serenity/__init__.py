@@ -19,8 +19,9 @@ loads neither numpy, onnx nor numba until a command needs them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+# Not ``typing.TYPE_CHECKING``: importing typing (and re) would be the first thing ``python -m
+# serenity`` does, before its Ctrl-C handler is in place (:mod:`serenity._entry`).
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from serenity.errors import SerenityError
     from serenity.formats import Model, load, save
     from serenity.ir import Graph, Op, Tensor
@@ -51,6 +54,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'serenity' has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

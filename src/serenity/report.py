@@ -7,9 +7,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from serenity.fsutil import atomic_path
 from serenity.ir import Graph
 from serenity.memory import simulate
@@ -35,6 +32,9 @@ def table(
     title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], *, show_header: bool = True
 ) -> None:
     """Print a table to stdout (plain text when stdout is not a terminal)."""
+    from rich.console import Console  # here, not at the top: --json never needs rich
+    from rich.table import Table
+
     t = Table(title=title, show_header=show_header, title_justify="left")
     for i, c in enumerate(columns):
         t.add_column(c, justify="left" if i == 0 else "right" if show_header else "left")
@@ -46,8 +46,13 @@ def table(
 @contextmanager
 def status(message: str, *, quiet: bool = False) -> Iterator[None]:
     """A spinner on stderr while a long step runs (nothing when ``quiet`` or not a terminal)."""
+    if quiet:  # --json: no need to import rich at all
+        yield
+        return
+    from rich.console import Console
+
     console = Console(file=sys.stderr)
-    ctx = console.status(message) if console.is_terminal and not quiet else nullcontext()
+    ctx = console.status(message) if console.is_terminal else nullcontext()
     with ctx:
         yield
 

@@ -51,13 +51,6 @@ from serenity.schedulers.hourglass import schedule_in_pieces
 from serenity.schedulers.reduce import Items, build_items
 from serenity.schedulers.result import ScheduleResult, make_result, op_lower_bound
 from serenity.schedulers.search import SearchOutcome, best_first
-from serenity.schedulers.search_jit import AVAILABLE as JIT_AVAILABLE
-from serenity.schedulers.search_jit import MAX_ITEMS as JIT_MAX_ITEMS
-from serenity.schedulers.search_jit import MAX_VALUE as JIT_MAX_VALUE
-from serenity.schedulers.search_jit import best_first_jit, scale_to_fit
-from serenity.schedulers.search_wide import MAX_ITEMS as WIDE_MAX_ITEMS
-from serenity.schedulers.search_wide import MAX_VALUE as WIDE_MAX_VALUE
-from serenity.schedulers.search_wide import best_first_wide
 
 #: Stored states at which the whole-graph search gives up (at most :data:`SEARCH_BYTES` anyway).
 MAX_STATES = 1_000_000
@@ -232,19 +225,82 @@ def incumbent(graph: Graph, clock: Deadline | None = None) -> ScheduleResult:
     return min((done[f] for f in runs if f in done), key=lambda r: r.peak)
 
 
-def search(items: Items, *, ub: int, lb: int, time_limit: float | None, max_states: int) -> SearchOutcome:
-    """The compiled search (one state word up to 63 items, several beyond) when numba is
-    installed and every byte count it could hold fits its ``int64`` packing once divided by the
-    gcd of the sizes (:func:`.search_jit.scale_to_fit`); else the pure-Python reference, whose
-    integers are unbounded. Either way the answer is exact."""
+def search(
+    items: Items,
+    *,
+    ub: int,
+    lb: int,
+    time_limit: float | None,
+    max_states: int,
+    compiled: bool | None = None,
+) -> SearchOutcome:
+    """The search over ``items``: the pure-Python reference first, the compiled kernel for what
+    outgrows it. Either way the answer is exact.
+
+    1. **Python first.** Most searches are small (a window stores at most
+       :data:`WINDOW_STATES` states, the whole of every NAS network in the zoo a few thousand)
+       and the pure-Python search (:func:`.search.best_first`) answers them in milliseconds,
+       while the compiled one costs a process about 0.5 s to import numba and load its kernels,
+       or many seconds to compile them on the first run after an install. So the reference runs
+       first, within the budget of :func:`.warmup.python_budget`: Python until the process has
+       spent in it about what loading the kernels costs, the kernels after that. The reference
+       is the kernels' specification and expands the same states in the same order (peak, then
+       newest first), so the path changes the time taken, not the answer.
+    2. **Compiled** (one state word up to 63 items, several beyond) when that search stopped at
+       its budget (not at ``max_states`` or the time limit), numba is installed and every byte
+       count the kernel could hold fits its ``int64`` packing once divided by the gcd of the
+       sizes (:func:`.search_jit.scale_to_fit`). The kernel starts afresh with the time left; a
+       first compile says so on stderr (:func:`.warmup.announce_compiles`). Otherwise the
+       reference runs again with the whole ``max_states``: its integers are unbounded.
+
+    Args:
+        items: The reduced graph.
+        ub: Peak of an order already known.
+        lb: A lower bound on the optimum.
+        time_limit: Seconds for the whole search.
+        max_states: Cap on stored states (exact in every step).
+        compiled: ``None`` to choose as above; ``True`` for step 2 at once (the warm-up compiles
+            the kernels so); ``False`` for the reference alone.
+
+    Returns:
+        What the search established; ``states`` counts the expansions of both steps.
+    """
+    import time
+    from importlib.util import find_spec
+
+    from serenity.schedulers import warmup
+
+    t0 = time.perf_counter()
+    # 1. The pure-Python search within its budget (the whole cap when there is no kernel).
+    first = None
+    if not compiled:
+        kernel_ok = compiled is None and find_spec("numba") is not None
+        budget = min(max_states, warmup.python_budget()) if kernel_ok else max_states
+        first = best_first(items, ub=ub, lb=lb, time_limit=time_limit, max_states=budget)
+        warmup.spent_in_python(first.stored)
+        # Finished, or stopped by the caller's cap, clock or stop request: that is the answer.
+        if first.proven or budget >= max_states or first.stored < budget:
+            return first
+    # 2. The compiled kernel, imported only now (numba's import alone takes a quarter second).
+    from serenity.schedulers import search_jit, search_wide
+
     n = len(items)
-    if JIT_AVAILABLE and n < WIDE_MAX_ITEMS:
+    left = None if time_limit is None else max(0.0, time_limit - (time.perf_counter() - t0))
+    out = None
+    if search_jit.AVAILABLE and n < search_wide.MAX_ITEMS:
         kernel, limit = (
-            (best_first_jit, JIT_MAX_VALUE) if n <= JIT_MAX_ITEMS else (best_first_wide, WIDE_MAX_VALUE)
+            (search_jit.best_first_jit, search_jit.MAX_VALUE)
+            if n <= search_jit.MAX_ITEMS
+            else (search_wide.best_first_wide, search_wide.MAX_VALUE)
         )
-        if scale_to_fit(items, lb, ub, limit) is not None:
-            return kernel(items, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states)
-    return best_first(items, ub=ub, lb=lb, time_limit=time_limit, max_states=max_states)
+        if search_jit.scale_to_fit(items, lb, ub, limit) is not None:
+            warmup.announce_compiles()
+            out = kernel(items, ub=ub, lb=lb, time_limit=left, max_states=max_states)
+    if out is None:
+        out = best_first(items, ub=ub, lb=lb, time_limit=left, max_states=max_states)
+    if first is not None:
+        out.states += first.states
+    return out
 
 
 def scope_groups(graph: Graph) -> list[set[int]]:
