@@ -27,6 +27,7 @@ the result (per piece, joined by commas), and ``stats["portfolio"]`` what each m
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import time
@@ -56,22 +57,18 @@ METHOD = "auto"
 
 
 def ilp_available() -> bool:
-    """Whether OR-Tools (the ``[ilp]`` extra) can be imported."""
-    try:
-        import ortools.sat.python.cp_model  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether OR-Tools (the ``[ilp]`` extra) is installed."""
+    from importlib.util import find_spec  # finding it, not importing it: CP-SAT loads pandas
+
+    return find_spec("ortools") is not None
 
 
 def _ilp_child(conn: Connection, graph: Graph, time_limit: float | None, workers: int) -> None:
     """Child process body: solve with CP-SAT, send the result (or the error text) back."""
     from serenity.schedulers.ilp import schedule_ilp
 
-    try:
+    with contextlib.suppress(AttributeError, OSError):  # platforms without nice
         os.nice(NICE)
-    except (AttributeError, OSError):  # pragma: no cover - platforms without nice
-        pass
     try:
         with stop_when(lambda: False):  # not the parent's race check, which fork copied
             conn.send(schedule_ilp(graph, time_limit=time_limit, workers=workers))
