@@ -79,7 +79,8 @@ def test_race_child_answers_and_stops() -> None:
         assert race.check()  # a proof from the child asks the DP to stop
     finally:
         race.stop()
-    assert race.proc is not None and not race.proc.is_alive()
+    assert race.proc is not None and race.proc.poll() is not None
+    assert race.tmp is None  # its files are gone
 
 
 def test_time_limit_is_honoured_and_the_order_is_the_better_one() -> None:

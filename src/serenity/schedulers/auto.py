@@ -20,6 +20,9 @@ good orders, and sometimes the proof, where the state space of the dynamic progr
    limit the dynamic program stops at its state cap; the child is then given at most
    :data:`ILP_AFTER_DP` more seconds.
 
+The child is a fresh interpreter (``python -m serenity.schedulers.race_child IN OUT``), so starting
+it costs about half a second of the other core; that is why it only starts after the grace.
+
 Every answer is exact in the usual sense: ``proven_optimal`` only from a finished search, a closed
 CP-SAT gap, or an order meeting a bound. ``stats["proved_by"]`` names the method(s) that proved
 the result (per piece, joined by commas), and ``stats["portfolio"]`` what each method returned.
@@ -27,13 +30,13 @@ the result (per piece, joined by commas), and ``stats["portfolio"]`` what each m
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing as mp
 import os
+import pickle
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from typing import Any
 
 from serenity.ir import Graph
 from serenity.schedulers.clock import Deadline, stop_when
@@ -46,12 +49,11 @@ GRACE = 0.3
 #: Seconds the integer program may still take, without a time limit, once the dynamic program
 #: stopped unproven (at its state cap).
 ILP_AFTER_DP = 30.0
+#: Seconds the child stops before the deadline, and the parent waits past it at most, so that the
+#: child's order is not lost at a time limit (sending it takes milliseconds).
+HANDOVER = 0.25
 #: Smallest piece the integer program is started for (smaller ones the dynamic program settles).
 ILP_MIN_OPS = 8
-
-#: Niceness added to the child, so that on a busy machine the DP (which proves most pieces)
-#: keeps its speed.
-NICE = 10
 
 METHOD = "auto"
 
@@ -63,31 +65,23 @@ def ilp_available() -> bool:
     return find_spec("ortools") is not None
 
 
-def _ilp_child(conn: Connection, graph: Graph, time_limit: float | None, workers: int) -> None:
-    """Child process body: solve with CP-SAT, send the result (or the error text) back."""
-    from serenity.schedulers.ilp import schedule_ilp
-
-    with contextlib.suppress(AttributeError, OSError):  # platforms without nice
-        os.nice(NICE)
-    try:
-        with stop_when(lambda: False):  # not the parent's race check, which fork copied
-            conn.send(schedule_ilp(graph, time_limit=time_limit, workers=workers))
-    except BaseException as e:  # reported to the parent, which decides
-        conn.send(f"{type(e).__name__}: {e}")
-    finally:
-        conn.close()
-
-
 @dataclass
 class _Race:
-    """The integer program in a child process, started on demand and read without blocking."""
+    """The integer program in a child process, started on demand and read without blocking.
+
+    The child is a fresh interpreter (``subprocess``, fork and exec at once), not a fork of this
+    process: the start happens inside the compiled search's clock poll, where a forked copy hangs
+    on locks numba holds, and ``multiprocessing``'s fork server or spawn would re-import the
+    caller's main module. The graph goes in and the result comes back through files in a private
+    temporary directory, so that neither side ever blocks on a pipe.
+    """
 
     graph: Graph
     clock: Deadline
     grace: float
     enabled: bool
-    proc: Any = None
-    conn: Connection | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    tmp: tempfile.TemporaryDirectory[str] | None = None
     result: ScheduleResult | None = None
     error: str = ""
     started_at: float = 0.0
@@ -95,40 +89,57 @@ class _Race:
 
     def check(self) -> bool:
         """The DP's clock poll: start the child once the grace is over; ``True`` (stop the DP)
-        once the child has sent a proof."""
+        once the child has returned a proof."""
         if self.proc is None and self.enabled and self.clock.elapsed() >= self.grace:
             self.start()
-        if self.conn is not None and self.result is None and not self.error and self.conn.poll():
+        if self.proc is not None and self.pending() and self.proc.poll() is not None:
             self.receive()
         return self.result is not None and self.result.proven_optimal
 
+    def pending(self) -> bool:
+        return self.result is None and not self.error
+
     def start(self) -> None:
-        """Fork the child with the time left (none: unlimited, the parent bounds the wait)."""
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        parent, child = ctx.Pipe(duplex=False)
+        """Start the child with the time left (none: unlimited, the parent bounds the wait)."""
+        self.tmp = tempfile.TemporaryDirectory(prefix="serenity-ilp-")
+        src = os.path.join(self.tmp.name, "in.pickle")
         # One CP-SAT worker at a lower priority: the DP keeps its core at full speed (it proves
         # most pieces), the program takes the other.
-        workers = 1
-        self.proc = ctx.Process(  # type: ignore[attr-defined]
-            target=_ilp_child, args=(child, self.graph, self.seconds_left(), workers), daemon=True
-        )
+        with open(src, "wb") as f:
+            limit = self.child_limit()
+            pickle.dump((self.graph, None if limit is None else time.time() + limit, 1), f)
         self.started_at = self.clock.elapsed()
-        self.proc.start()
-        child.close()
-        self.conn = parent
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "serenity.schedulers.race_child", src, self.out_path()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def out_path(self) -> str:
+        assert self.tmp is not None
+        return os.path.join(self.tmp.name, "out.pickle")
 
     def seconds_left(self) -> float | None:
         """The time left by the clock alone (``Deadline.left`` would ask :meth:`check` again)."""
         end = self.clock.end
         return None if end is None else max(0.0, end - time.perf_counter())
 
+    def child_limit(self) -> float | None:
+        """The child's own time limit: the time left, less :data:`HANDOVER` (at most a tenth),
+        so that its answer (the best order CP-SAT found) reaches the parent before the deadline."""
+        left = self.seconds_left()
+        return None if left is None else max(0.0, left - min(HANDOVER, left / 10))
+
     def receive(self) -> None:
-        assert self.conn is not None
-        try:
-            got = self.conn.recv()
-        except (EOFError, OSError) as e:
-            got = f"integer program ended without a result ({type(e).__name__})"
+        """Read the ended child's answer."""
         self.finished_at = self.clock.elapsed()
+        try:
+            with open(self.out_path(), "rb") as f:
+                got = pickle.load(f)
+        except (OSError, EOFError, pickle.UnpicklingError) as e:
+            code = None if self.proc is None else self.proc.returncode
+            got = f"integer program ended without a result (exit code {code}, {type(e).__name__})"
         if isinstance(got, ScheduleResult):
             self.result = got
         else:
@@ -136,20 +147,22 @@ class _Race:
 
     def wait(self, seconds: float | None) -> None:
         """Wait up to ``seconds`` (``None``: until it ends) for the child's answer."""
-        if self.conn is None or self.result is not None or self.error:
+        if self.proc is None or not self.pending():
             return
-        if self.conn.poll(seconds):
-            self.receive()
+        try:
+            self.proc.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return
+        self.receive()
 
     def stop(self) -> None:
-        """End the child (if still running) and release its pipe."""
-        if self.proc is not None:
-            if self.proc.is_alive():
-                self.proc.terminate()
-            self.proc.join(timeout=5)
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        """End the child (if still running) and remove its files."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.tmp is not None:
+            self.tmp.cleanup()
+            self.tmp = None
 
 
 def _summary(r: ScheduleResult, seconds: float | None = None) -> dict[str, object]:
@@ -177,7 +190,7 @@ def _race(
         portfolio: dict[str, object] = {"optimal": _summary(dp, dp_seconds)}
         if not dp.proven_optimal and race.proc is not None:
             left = race.seconds_left()
-            race.wait(ILP_AFTER_DP if left is None else left)
+            race.wait(ILP_AFTER_DP if left is None else left + HANDOVER)
         ilp = race.result
     finally:
         race.stop()
@@ -187,7 +200,8 @@ def _race(
     elif race.error:
         portfolio["ilp"] = {"error": race.error}
     elif race.proc is not None:
-        portfolio["ilp"] = {"stopped": "the dynamic program proved the optimum first"}
+        why = "the dynamic program proved the optimum first" if dp.proven_optimal else "no answer in time"
+        portfolio["ilp"] = {"stopped": why}
     runs = [dp] if ilp is None else [dp, ilp]
     winner = next((r for r in runs if r.proven_optimal), None)
     best = winner or min(runs, key=lambda r: r.peak)
@@ -200,8 +214,8 @@ def _race(
         stats.pop("stopped", None)
         stats["proved_by"] = "bound"
     else:
-        why = [f"{r.method}: {r.stats['stopped']}" for r in runs if r.stats.get("stopped")]
-        stats["stopped"] = "; ".join(why)
+        reasons = [f"{r.method}: {r.stats['stopped']}" for r in runs if r.stats.get("stopped")]
+        stats["stopped"] = "; ".join(reasons)
     return make_result(
         graph,
         best.order,
