@@ -14,7 +14,7 @@ from serenity.cli import main
 from serenity.ir import Graph
 from serenity.memory import simulate
 from serenity.schedulers import DEFAULT_METHOD, NOT_IN_PORTFOLIO, schedule
-from serenity.schedulers.auto import _Race, schedule_auto
+from serenity.schedulers.auto import HANDOVER, _Race, schedule_auto
 from serenity.schedulers.clock import Deadline, stop_when
 from serenity.schedulers.dp import schedule_dp
 from test_dp import brute_force
@@ -112,3 +112,16 @@ def test_named_method_still_runs_alone() -> None:
     g = zoo.graph("nasfpn_body")
     assert schedule(g, "optimal").method == "optimal"
     assert schedule(g).method == "auto"
+
+
+def test_the_child_started_inside_the_search_answers() -> None:
+    # A wide DAG the DP cannot prove: the child starts from the compiled search's clock poll
+    # (grace 0.05 s), the DP stops at its cap, and the child's order comes back before the limit.
+    g = random_dag(11, 160, max_width=14)
+    r = schedule_auto(g, time_limit=8.0, grace=0.05, max_states=300_000, use_ilp=True)
+    ilp = r.stats["portfolio"]["ilp"]
+    assert "peak" in ilp, ilp
+    assert ilp["started_at"] < 1.0
+    assert r.peak == min(ilp["peak"], r.stats["portfolio"]["optimal"]["peak"])
+    assert simulate(g, r.order).peak == r.peak
+    assert r.seconds < 8.0 + 2 * HANDOVER

@@ -30,6 +30,7 @@ the result (per piece, joined by commas), and ``stats["portfolio"]`` what each m
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from serenity.ir import Graph
 from serenity.schedulers.clock import Deadline, stop_when
@@ -51,7 +53,7 @@ GRACE = 0.3
 ILP_AFTER_DP = 30.0
 #: Seconds the child stops before the deadline, and the parent waits past it at most, so that the
 #: child's order is not lost at a time limit (sending it takes milliseconds).
-HANDOVER = 0.25
+HANDOVER = 0.5
 #: Smallest piece the integer program is started for (smaller ones the dynamic program settles).
 ILP_MIN_OPS = 8
 
@@ -109,12 +111,13 @@ class _Race:
             limit = self.child_limit()
             pickle.dump((self.graph, None if limit is None else time.time() + limit, 1), f)
         self.started_at = self.clock.elapsed()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serenity.schedulers.race_child", src, self.out_path()],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with open(os.path.join(self.tmp.name, "stderr.txt"), "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "serenity.schedulers.race_child", src, self.out_path()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
 
     def out_path(self) -> str:
         assert self.tmp is not None
@@ -140,6 +143,10 @@ class _Race:
         except (OSError, EOFError, pickle.UnpicklingError) as e:
             code = None if self.proc is None else self.proc.returncode
             got = f"integer program ended without a result (exit code {code}, {type(e).__name__})"
+            assert self.tmp is not None
+            with contextlib.suppress(OSError):
+                lines = Path(self.tmp.name, "stderr.txt").read_text(errors="replace").strip().splitlines()
+                got += f": {lines[-1]}" if lines else ""
         if isinstance(got, ScheduleResult):
             self.result = got
         else:
