@@ -6,7 +6,8 @@ good orders, and sometimes the proof, where the state space of the dynamic progr
 (wide random DAGs, densely wired random stages). ``auto`` runs them as a portfolio:
 
 1. **Split** the graph at its universal cuts (:mod:`.hourglass`) and treat every piece below on
-   its own; a piece's bound raises the floor of the pieces after it.
+   its own, with a share of the time limit in proportion to its ops; a piece's bound raises the
+   floor of the pieces after it.
 2. **Dynamic program first**, alone, for :data:`GRACE` seconds: it fuses chains, takes the best
    heuristic order as its budget and usually proves the piece before the grace ends, so easy
    graphs pay nothing for the portfolio.
@@ -50,7 +51,7 @@ from serenity.schedulers.result import ScheduleResult, make_result
 GRACE = 0.3
 #: Seconds the integer program may still take, without a time limit, once the dynamic program
 #: stopped unproven (at its state cap).
-ILP_AFTER_DP = 30.0
+ILP_AFTER_DP = 10.0
 #: Seconds the child stops before the deadline, and the parent waits past it at most, so that the
 #: child's order is not lost at a time limit (sending it takes milliseconds).
 HANDOVER = 0.5
@@ -276,7 +277,7 @@ def schedule_auto(
     def piece(g: Graph, limit: float | None, floor: int) -> ScheduleResult:
         return _race(g, limit, floor, max_states, grace, use_ilp)
 
-    joined = schedule_in_pieces(graph, piece, method=METHOD, time_limit=time_limit)
+    joined = schedule_in_pieces(graph, piece, method=METHOD, time_limit=time_limit, share=True)
     if joined is not None:
         return joined
     left = None if time_limit is None else max(0.0, time_limit - (time.perf_counter() - t0))

@@ -179,6 +179,7 @@ def schedule_in_pieces(
     method: str,
     time_limit: float | None = None,
     min_piece: int = MIN_PIECE,
+    share: bool = False,
 ) -> ScheduleResult | None:
     """Split ``graph`` at its universal cuts, ``solve`` each piece, and join the orders.
 
@@ -191,6 +192,10 @@ def schedule_in_pieces(
         time_limit: Seconds for everything (the split, the bounds, all pieces); pieces not
             reached in time keep their topological order and leave the result unproven.
         min_piece: Smallest piece worth splitting off (see :func:`pieces`).
+        share: Give each piece a share of the time left in proportion to its ops (the last piece
+            all of it), instead of all of it: for a ``solve`` that may use its whole limit even
+            when it cannot finish (``auto`` waits for its integer program), so that one hard
+            piece does not leave the pieces after it unscheduled.
 
     Returns:
         The joined result (``proven_optimal`` only if every piece was proven, the lower bound
@@ -226,7 +231,11 @@ def schedule_in_pieces(
             stopped.append(f"{clock.message()} before piece {j} of {len(parts)}")
             proven = False
             break
-        r = solve(pg, clock.left(), floor)
+        left = clock.left()
+        if share and left is not None:
+            rest = sum(len(p) for p in parts[j:])
+            left *= len(part) / rest
+        r = solve(pg, left, floor)
         order.extend(part[i] for i in r.order)
         bound = max(bound, r.lower_bound)
         peak = max(peak, r.peak)
