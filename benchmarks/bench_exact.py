@@ -62,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(width=150)
     misses: list[str] = []
-    schedule(zoo.graph("darts_normal_cell"), "optimal")  # load or compile the search kernels once
+    from serenity.schedulers.warmup import warm_up
+
+    # Load (or compile) every kernel first: the process then decides the same way for every
+    # method (otherwise whichever runs first pays numba's import and kernel load, ~0.5 s).
+    warm_up()
 
     if not args.skip_agreement:
         table = Table(title=f"DP and ILP agree (ILP limit {args.ilp_limit:g} s)")
