@@ -8,6 +8,9 @@ import os
 import pickle
 import sys
 import time
+from pathlib import Path
+
+from serenity.fsutil import atomic_write_bytes
 
 #: Niceness added to the child, so that on a busy machine the DP (which proves most pieces)
 #: keeps its speed.
@@ -18,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     """Read the pickled ``(graph, end, workers)`` from ``IN`` (``end``: the ``time.time()`` to
     stop by, or ``None``), solve with CP-SAT at a lower priority, and write the pickled
     :class:`.ScheduleResult` (or the error text) to ``OUT``, through a temporary file renamed
-    into place so that the parent never reads half of it."""
+    into place (:func:`.fsutil.atomic_write_bytes`) so that the parent never reads half of it."""
     src, dst = argv if argv is not None else sys.argv[1:3]
     with contextlib.suppress(AttributeError, OSError):  # platforms without nice
         os.nice(NICE)
@@ -33,10 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         got: object = schedule_ilp(graph, time_limit=time_limit, workers=workers)
     except Exception as e:  # reported to the parent, which decides
         got = f"{type(e).__name__}: {e}"
-    tmp = dst + ".part"
-    with open(tmp, "wb") as f:
-        pickle.dump(got, f)
-    os.replace(tmp, dst)
+    atomic_write_bytes(Path(dst), pickle.dumps(got))
     return 0
 
 
