@@ -92,6 +92,14 @@ class Dense:
     op_out: tuple[tuple[int, ...], ...]  # activation ids written
     preds: tuple[tuple[int, ...], ...]
     succs: tuple[tuple[int, ...], ...]
+    #: Per op, the inputs its output may overwrite under the ``inplace`` memory model
+    #: (:func:`serenity.memory.reuse_candidates`); empty (the default) under ``tflm``.
+    reuse: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def inplace(self) -> bool:
+        """Whether some op may write its output over a dying input (the ``inplace`` model)."""
+        return any(self.reuse)
 
 
 class Graph:
@@ -123,11 +131,20 @@ class Graph:
         outputs: Sequence[str],
         *,
         acyclic: bool = False,
+        memory_model: str = "tflm",
     ) -> None:
         """Args:
-            acyclic: The caller guarantees the ops form no cycle (a transformation that provably
-                keeps a checked graph acyclic, e.g. splitting an op); skips the check.
+        acyclic: The caller guarantees the ops form no cycle (a transformation that provably
+            keeps a checked graph acyclic, e.g. splitting an op); skips the check.
+        memory_model: How activation bytes are counted (:data:`serenity.memory.MEMORY_MODELS`):
+            ``"tflm"`` (TensorFlow Lite Micro: every output gets bytes of its own) or
+            ``"inplace"`` (an element-wise or reshape-like op may write its output over an
+            input of the same size that dies at it). Every scheduler, bound and planner
+            reads it from the graph (:attr:`dense`).
         """
+        from serenity.memory import check_memory_model
+
+        self.memory_model = check_memory_model(memory_model)
         self.name = name
         # Direct construction, not dataclasses.replace: graphs are rebuilt often (rewrite search).
         self.ops: tuple[Op, ...] = tuple(
@@ -248,7 +265,13 @@ class Graph:
             op_out=tuple(op_out),
             preds=tuple(tuple(sorted(p)) for p in preds),
             succs=tuple(tuple(sorted(s)) for s in succs),
+            reuse=self._reuse(aid) if self.memory_model == "inplace" else (),
         )
+
+    def _reuse(self, aid: Mapping[str, int]) -> tuple[tuple[int, ...], ...]:
+        from serenity.memory import reuse_candidates
+
+        return tuple(tuple(aid[n] for n in reuse_candidates(self, op)) for op in self.ops)
 
     def predecessors(self, i: int) -> tuple[int, ...]:
         """Ops whose outputs op ``i`` reads, ascending."""
@@ -360,7 +383,7 @@ def with_element_size(graph: Graph, element_bytes: int) -> Graph:
                 numel *= s
             t = replace(t, nbytes=numel * element_bytes)
         tensors.append(t)
-    return Graph(graph.name, graph.ops, tensors, graph.inputs, graph.outputs)
+    return Graph(graph.name, graph.ops, tensors, graph.inputs, graph.outputs, memory_model=graph.memory_model)
 
 
 def with_alignment(graph: Graph, alignment: int) -> Graph:
@@ -384,7 +407,25 @@ def with_alignment(graph: Graph, alignment: int) -> Graph:
         replace(t, nbytes=-(-t.nbytes // alignment) * alignment) if t.is_activation else t
         for t in graph.tensors.values()
     ]
-    return Graph(graph.name, graph.ops, tensors, graph.inputs, graph.outputs)
+    return Graph(graph.name, graph.ops, tensors, graph.inputs, graph.outputs, memory_model=graph.memory_model)
+
+
+def with_memory_model(graph: Graph, memory_model: str) -> Graph:
+    """``graph`` counted under ``memory_model`` (``"tflm"`` or ``"inplace"``, see :class:`Graph`);
+    ``graph`` itself when it already is. Ops, tensors and indices are shared, not copied."""
+    from serenity.memory import check_memory_model
+
+    if check_memory_model(memory_model) == graph.memory_model:
+        return graph
+    return Graph(
+        graph.name,
+        graph.ops,
+        graph.tensors.values(),
+        graph.inputs,
+        graph.outputs,
+        acyclic=True,
+        memory_model=memory_model,
+    )
 
 
 def find_cycle(preds: Sequence[Sequence[int]]) -> list[int] | None:

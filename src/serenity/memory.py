@@ -14,6 +14,16 @@ The model is the one TensorFlow Lite Micro's arena planner works to:
 * While an op runs, its inputs and its outputs are all live; an input whose last consumer is
   this op is freed after it.
 * The peak is the maximum over steps of the bytes live during the step.
+
+That is the default memory model, ``"tflm"``. The other, ``"inplace"``, is how HMCOS (Wang et al.,
+DAC 2022) and several compilers count: an element-wise or reshape-like op (:data:`INPLACE_OPS`)
+with one activation output may write that output over one of its inputs of the same size that
+*dies at it* (this op is its last reader) and is not a graph output. The output then takes the
+input's bytes: the step costs the output's size less, and the live bytes after the step are the
+same as under ``"tflm"``. Whether an input dies at an op depends on the order, so the saving does
+too; :attr:`serenity.ir.Dense.reuse` lists each op's candidate inputs, and an op reuses the first
+of them (in input order) that dies at it. A graph carries its model (:func:`serenity.ir.with_memory_model`);
+every scheduler, bound, planner and the off-chip simulation read it from there.
 """
 
 from __future__ import annotations
@@ -21,7 +31,63 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from serenity.ir import Dense, Graph
+from serenity.ir import Dense, Graph, Op
+
+#: The memory models (see the module docstring). ``"tflm"`` is the default everywhere.
+MEMORY_MODELS = ("tflm", "inplace")
+
+#: Op types (ONNX and TFLite spellings) whose output may overwrite an input under ``"inplace"``:
+#: element-wise maps (each output element is computed from the input elements at the same
+#: position only) and reshape-like ops (same bytes, new shape). Softmax, normalisations across
+#: an axis, convolutions and pooling are not: they read neighbours of the element they write.
+INPLACE_OPS = frozenset(
+    {
+        # ONNX
+        "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Mod",
+        "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "ThresholdedRelu", "Gelu", "Mish",
+        "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softplus", "Softsign", "Clip",
+        "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Erf",
+        "Sin", "Cos", "Not", "And", "Or", "Xor", "Cast", "BatchNormalization",
+        "QuantizeLinear", "DequantizeLinear",
+        "Identity", "Dropout", "Reshape", "Squeeze", "Unsqueeze", "Flatten",
+        # TFLite
+        "ADD", "SUB", "MUL", "DIV", "POW", "MAXIMUM", "MINIMUM", "ADD_N", "SQUARED_DIFFERENCE",
+        "FLOOR_DIV", "FLOOR_MOD", "RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "LEAKY_RELU",
+        "PRELU", "ELU", "GELU", "LOGISTIC", "TANH", "HARD_SWISH", "ABS", "NEG", "EXP", "LOG",
+        "SQRT", "RSQRT", "SQUARE", "FLOOR", "CEIL", "ROUND", "SIN", "COS", "SIGN",
+        "LOGICAL_NOT", "LOGICAL_AND", "LOGICAL_OR", "CAST", "QUANTIZE", "DEQUANTIZE",
+        "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "IDENTITY",
+    }
+)  # fmt: skip
+
+
+def check_memory_model(name: str) -> str:
+    """``name`` if it is one of :data:`MEMORY_MODELS`, else ``ValueError`` naming the choices."""
+    if name not in MEMORY_MODELS:
+        raise ValueError(f"unknown memory model {name!r}; choose one of {', '.join(MEMORY_MODELS)}")
+    return name
+
+
+def reuse_candidates(graph: Graph, op: Op) -> tuple[str, ...]:
+    """The inputs ``op``'s output may overwrite under ``"inplace"``, in input order: ``op`` is an
+    :data:`INPLACE_OPS` type with exactly one activation output, and each candidate is a
+    distinct activation input of the same (non-zero) size that is not a graph output."""
+    if op.type not in INPLACE_OPS:
+        return ()
+    outs = [n for n in op.outputs if n and graph.tensors[n].is_activation]
+    if len(outs) != 1:
+        return ()
+    size = graph.tensors[outs[0]].nbytes
+    if size == 0:
+        return ()
+    found: list[str] = []
+    for n in op.inputs:
+        t = graph.tensors.get(n) if n else None
+        if t is None or not t.is_activation or t.is_output or n in found or n == outs[0]:
+            continue
+        if t.nbytes == size:
+            found.append(n)
+    return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +152,19 @@ def simulate_dense(d: Dense, order: Sequence[int]) -> MemoryProfile:
     live = sum(d.sizes[t] for t in d.initial)
     during: list[int] = []
     after: list[int] = []
+    reuse = d.reuse
     for v in order:
-        # 1. Outputs are allocated when the op starts; inputs are still live.
+        # 1. Outputs are allocated when the op starts; inputs are still live. Under "inplace"
+        #    the output takes the bytes of a candidate input that dies here (its last reader).
         for t in d.op_out[v]:
             live += d.sizes[t]
-        during.append(live)
+        saved = 0
+        if reuse:
+            for s in reuse[v]:
+                if remaining[s] == 1:
+                    saved = d.sizes[s]
+                    break
+        during.append(live - saved)
         # 2. Inputs whose last consumer this is are freed, and outputs nobody reads.
         for t in d.op_in[v]:
             remaining[t] -= 1
@@ -105,6 +179,33 @@ def simulate_dense(d: Dense, order: Sequence[int]) -> MemoryProfile:
         return MemoryProfile(initial, (), (), -1)
     peak = max(during)
     return MemoryProfile(peak, tuple(during), tuple(after), during.index(peak))
+
+
+def inplace_pairs(d: Dense, order: Sequence[int]) -> dict[int, int]:
+    """Under ``"inplace"``, ``{output id: input id}`` for every step of ``order`` whose output
+    takes over a dying input's bytes (the choice :func:`simulate_dense` makes); ``{}`` under
+    ``"tflm"``. Planners give each pair one buffer."""
+    if not d.reuse:
+        return {}
+    remaining = [len(c) for c in d.consumers]
+    pairs: dict[int, int] = {}
+    for v in order:
+        for s in d.reuse[v]:
+            if remaining[s] == 1:
+                pairs[d.op_out[v][0]] = s
+                break
+        for t in d.op_in[v]:
+            remaining[t] -= 1
+    return pairs
+
+
+def op_footprint(d: Dense, v: int) -> int:
+    """Bytes op ``v`` needs live while it runs in any order: its inputs and outputs, less the
+    output's size when the ``"inplace"`` model lets it overwrite a candidate input."""
+    total = sum(d.sizes[t] for t in (*d.op_in[v], *d.op_out[v]))
+    if d.reuse and d.reuse[v]:
+        total -= d.sizes[d.reuse[v][0]]
+    return total
 
 
 def peak_bytes(graph: Graph, order: Sequence[int]) -> int:

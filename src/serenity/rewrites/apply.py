@@ -106,7 +106,15 @@ def apply_rewrite(graph: Graph, rw: Rewrite, dialect: Dialect) -> Graph:
         out_tensors.append(t)
     # Acyclic by construction: the new ops read only the concat's parts (which precede the
     # concat) and each other, and feed only the split op's former readers.
-    return Graph(graph.name, ops, out_tensors, graph.inputs, graph.outputs, acyclic=True)
+    return Graph(
+        graph.name,
+        ops,
+        out_tensors,
+        graph.inputs,
+        graph.outputs,
+        acyclic=True,
+        memory_model=graph.memory_model,
+    )
 
 
 def apply_all(graph: Graph, rewrites: Iterable[Rewrite], dialect: Dialect) -> Graph:

@@ -152,12 +152,17 @@ def _add(need: list[int], base: int, mask: int, size: int) -> None:
 
 
 def static_lower_bound(d: Dense, *, clock: Deadline | None = None) -> int:
-    """The largest :func:`surely_live` over ops, and the live bytes at the start and the end
-    (only these two if ``clock`` runs out)."""
+    """The largest :func:`surely_live` over ops (less an op's output bytes where the ``inplace``
+    model lets it overwrite an input), and the live bytes at the start and the end (only these
+    two if ``clock`` runs out)."""
     best = sum(d.sizes[t] for t in d.initial)
     if d.n_ops:
         best = max(best, sum(s for s, p in zip(d.sizes, d.pinned, strict=True) if p))
         need = surely_live(d, clock=clock)
+        if need is not None and d.reuse:
+            # Under "inplace" an op may write its output over a dying input: its step can
+            # cost the output's size less (every candidate has that size).
+            need = [x - (d.sizes[r[0]] if r else 0) for x, r in zip(need, d.reuse, strict=True)]
         if need is not None:
             best = max(best, max(need))
     return best

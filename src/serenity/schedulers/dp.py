@@ -146,7 +146,15 @@ def schedule_dp(
     if items is not None:
         stats["items"] = len(items)
     # 4. Window bounds.
-    if use_windows and max(lb, floor) < ub and d.n_ops >= 2 * WINDOW_OPS and not clock.expired():
+    # (Not under "inplace": a window's readers outside it are stand-ins, so which inputs die
+    # where, and with it the saving, is not the whole graph's; its optimum would bound nothing.)
+    if (
+        use_windows
+        and not d.inplace
+        and max(lb, floor) < ub
+        and d.n_ops >= 2 * WINDOW_OPS
+        and not clock.expired()
+    ):
         if d.n_ops <= WINDOW_MAX_OPS:
             lb, wstats = window_bound(d, lb, ub, clock.left, scope_groups(graph))
             stats.update(wstats)

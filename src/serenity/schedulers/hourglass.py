@@ -168,7 +168,16 @@ def piece_graphs(
             tensors[j].append(Tensor(name, (passing,), "uint8", passing))
             inputs[j].append(name)
             outputs[j].append(name)
-        out.append(Graph(f"{graph.name}[{j}]", plain, tensors[j], inputs[j], outputs[j]))
+        out.append(
+            Graph(
+                f"{graph.name}[{j}]",
+                plain,
+                tensors[j],
+                inputs[j],
+                outputs[j],
+                memory_model=graph.memory_model,
+            )
+        )
     return out
 
 

@@ -45,6 +45,16 @@ on ``s``'s live set minus ``K`` plus what it frees, so its step costs at most
 earlier one adds ``F_j - K_j <= 0``. This is the edge-scaling ``Mul`` of RandWire feeding its
 aggregating ``Sum``.
 
+**Under the ``inplace`` memory model** (:mod:`serenity.memory`) an op may write its output over
+a candidate input that dies at it. An op inside a chain reads only its predecessor's private
+outputs, which all die at it, so its saving is unconditional: its hill drops by the output's
+size. A chain's first op reads tensors others read too, so its saving depends on the state; the
+rules then judge its hill at the saving (``lo``), the smallest it can be, so a fusion never
+relies on a step the first segment might not pay; R1 and R2 move only segments whose savings
+are unconditional, so their proofs stand. R3 moves an op past others that may read its inputs,
+which can take a saving from them, so it is off under ``inplace``. The conditional saving is
+encoded exactly (*Step encoding*).
+
 Both rules hold for any state of the rest of the graph, so fusing to a fixpoint keeps at least
 one optimal order, and the search over items is exact.
 
@@ -53,6 +63,17 @@ costs ``L + out`` and then changes the live bytes by ``delta`` minus the bytes o
 ``frees`` whose readers have all run. A chain segment is one step (one op) or two: the first op
 with its inputs, then ``(e2 - a_j, a_k - a_j, ())`` for the rest, which reproduces
 ``max(L + e1, L - fr + e2)``.
+
+An item whose first op ``h`` may overwrite a candidate input (``inplace``, conditional: ``lo > 0``)
+gets one more step in front, ``(0, 0, IE)``, and ``-IE`` among the frees of ``h``'s own step.
+``h`` saves its output size ``z`` when *any* candidate dies at it, i.e. when the readers of some
+candidate ``c`` (item mask ``m_c``) have all run; frees fire on "all readers in a mask have run",
+so "any" is written by inclusion-exclusion: ``IE = {(+-z, m_T)}`` over non-empty sets ``T`` of
+candidates, sign ``(-1)^(|T|+1)``, ``m_T`` the union of their masks (equal unions merged, only
+the minimal masks kept: a candidate whose readers include another's dies no earlier). The first
+step lowers the live bytes by exactly ``z`` when some candidate dies, ``h``'s step peaks at
+``L - z + e1``, and ``-IE`` gives the ``z`` back before the real frees. Sizes in ``IE`` may be
+negative; the kernels only add and subtract them.
 """
 
 from __future__ import annotations
@@ -102,7 +123,7 @@ class Items:
         total = self.initial
         for row in self.steps:
             for out, delta, frees in row:
-                total += abs(out) + abs(delta) + sum(size for size, _ in frees)
+                total += abs(out) + abs(delta) + sum(abs(size) for size, _ in frees)
         return total
 
     def size_gcd(self) -> int:
@@ -129,6 +150,10 @@ class Items:
         return Items(self.ops, steps, self.preds, self.succs, self.initial // k)
 
 
+#: Most distinct masks the inclusion-exclusion step of one op may hold (see *Step encoding*).
+MAX_IE_TERMS = 4096
+
+
 @dataclass(slots=True)
 class _Segment:
     ops: list[int]
@@ -136,9 +161,10 @@ class _Segment:
     e2: int
     kept: int
     first: bool  # the chain's first segment (R2 may not delay it)
+    lo: int = 0  # inplace: what the first op may save, depending on the state (its hill's floor)
 
     def hill(self, a_prev: int) -> int:
-        return max(a_prev + self.e1, self.e2)
+        return max(a_prev + self.e1 - self.lo, self.e2)
 
 
 def _out_bytes(d: Dense, v: int) -> tuple[int, int]:
@@ -168,7 +194,12 @@ def chain_links(d: Dense) -> list[int]:
 
 
 def _fuse(s: _Segment, t: _Segment) -> _Segment:
-    return _Segment(s.ops + t.ops, s.e1, max(s.e2, s.kept + t.e1, t.e2), t.kept, s.first)
+    return _Segment(s.ops + t.ops, s.e1, max(s.e2, s.kept + t.e1, t.e2), t.kept, s.first, s.lo)
+
+
+def _saving(d: Dense, v: int) -> int:
+    """Bytes op ``v``'s output may save under ``inplace`` (0 under ``tflm``)."""
+    return d.sizes[d.reuse[v][0]] if d.reuse and d.reuse[v] else 0
 
 
 def _segments(d: Dense, chain: list[int], fuse: bool) -> list[_Segment]:
@@ -176,7 +207,11 @@ def _segments(d: Dense, chain: list[int], fuse: bool) -> list[_Segment]:
     stack: list[_Segment] = []
     for i, v in enumerate(chain):
         out, kept = _out_bytes(d, v)
-        stack.append(_Segment([v], out, 0, kept, i == 0))
+        z = _saving(d, v)
+        if i == 0:  # reads shared tensors: the saving depends on the state
+            stack.append(_Segment([v], out, 0, kept, True, z))
+        else:  # reads only its predecessor's private outputs, which die here: saves for sure
+            stack.append(_Segment([v], out - z, 0, kept, False))
         while fuse and len(stack) >= 2:
             s, t = stack[-2], stack[-1]
             a_p = stack[-3].kept if len(stack) >= 3 else 0
@@ -190,7 +225,10 @@ def _segments(d: Dense, chain: list[int], fuse: bool) -> list[_Segment]:
 
 
 def _sinks(d: Dense, segs: list[_Segment]) -> dict[int, list[int]]:
-    """Rule R3: for each op ``s`` heading a segment, the single-op segments that sink into it."""
+    """Rule R3: for each op ``s`` heading a segment, the single-op segments that sink into it
+    (none under ``inplace``: see the module docstring)."""
+    if d.inplace:
+        return {}
     heads = {seg.ops[0] for seg in segs}
     into: dict[int, list[int]] = {}
     for seg in segs:
@@ -218,7 +256,36 @@ def _sinks(d: Dense, segs: list[_Segment]) -> dict[int, list[int]]:
 
 def _single(d: Dense, m: int) -> _Segment:
     out, kept = _out_bytes(d, m)
-    return _Segment([m], out, 0, kept, True)
+    return _Segment([m], out, 0, kept, True, _saving(d, m))
+
+
+def _item_mask(item_of: list[int], ops: tuple[int, ...]) -> int:
+    mask = 0
+    for c in ops:
+        mask |= 1 << item_of[c]
+    return mask
+
+
+def inclusion_exclusion(z: int, masks: list[int]) -> tuple[tuple[int, int], ...]:
+    """Frees ``((size, mask), ...)`` that together free exactly ``z`` bytes once every reader in
+    *some* mask of ``masks`` has run, and nothing before (see *Step encoding*)."""
+    minimal = []
+    for m in sorted(set(masks), key=lambda m: (m.bit_count(), m)):
+        if not any(k & m == k for k in minimal):
+            minimal.append(m)
+    terms: dict[int, int] = {}
+    for m in minimal:
+        step = dict(terms)
+        step[m] = step.get(m, 0) + z
+        for u, coef in terms.items():
+            step[u | m] = step.get(u | m, 0) - coef
+        terms = {u: c for u, c in step.items() if c}
+        if len(terms) > MAX_IE_TERMS:
+            raise ValueError(
+                f"an in-place op has {len(minimal)}+ candidate inputs with distinct readers: "
+                f"more than {MAX_IE_TERMS} terms for the exact search"
+            )
+    return tuple(sorted(((c, u) for u, c in terms.items()), key=lambda cu: cu[1]))
 
 
 def build_items(d: Dense, *, fuse: bool = True) -> Items:
@@ -269,7 +336,13 @@ def build_items(d: Dense, *, fuse: bool = True) -> Items:
         last_reader = {t: k for k, part in enumerate(parts) for t in d.op_in[part.ops[0]]}
         row: list[Step] = []
         for k, part in enumerate(parts):
-            frees = []
+            frees: list[tuple[int, int]] = []
+            h = part.ops[0]
+            if part.lo:  # inplace, and the saving depends on the state: see *Step encoding*
+                masks = [_item_mask(item_of, d.consumers[t]) for t in d.reuse[h]]
+                ie = inclusion_exclusion(part.lo, masks)
+                row.append((0, 0, ie))
+                frees.extend((-size, mask) for size, mask in ie)
             for t in d.op_in[part.ops[0]]:
                 if d.pinned[t] or last_reader[t] != k:
                     continue

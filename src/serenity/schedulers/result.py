@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from serenity.ir import Graph, Order
-from serenity.memory import simulate
+from serenity.memory import op_footprint, simulate
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,8 @@ class Scheduler(Protocol):
 def op_lower_bound(graph: Graph) -> int:
     """A peak no order can beat, from facts every order shares.
 
-    * Each op needs its inputs and outputs live at once while it runs.
+    * Each op needs its inputs and outputs live at once while it runs (less the output's bytes
+      where the ``inplace`` memory model lets it overwrite an input: :func:`.memory.op_footprint`).
     * After the last op, every graph output is live, and during that last op so are its inputs;
       at the very least all graph outputs are live together at the last step.
     * Before the first op, every consumed graph input is live.
@@ -63,7 +64,7 @@ def op_lower_bound(graph: Graph) -> int:
     d = graph.dense
     best = sum(d.sizes[t] for t in d.initial)
     for v in range(d.n_ops):
-        best = max(best, sum(d.sizes[t] for t in (*d.op_in[v], *d.op_out[v])))
+        best = max(best, op_footprint(d, v))
     if d.n_ops:
         best = max(best, sum(s for s, p in zip(d.sizes, d.pinned, strict=True) if p))
     return best
