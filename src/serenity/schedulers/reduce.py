@@ -269,7 +269,7 @@ def _item_mask(item_of: list[int], ops: tuple[int, ...]) -> int:
 def inclusion_exclusion(z: int, masks: list[int]) -> tuple[tuple[int, int], ...]:
     """Frees ``((size, mask), ...)`` that together free exactly ``z`` bytes once every reader in
     *some* mask of ``masks`` has run, and nothing before (see *Step encoding*)."""
-    minimal = []
+    minimal: list[int] = []
     for m in sorted(set(masks), key=lambda m: (m.bit_count(), m)):
         if not any(k & m == k for k in minimal):
             minimal.append(m)
