@@ -213,3 +213,45 @@ def alignment_for(model: Any, requested: int | None) -> int:
     if requested is not None:
         return int(requested)
     return DEFAULT_ALIGNMENT.get(model.format, 1)
+
+
+def add_memory_model(p: argparse.ArgumentParser) -> None:
+    """``--memory-model tflm|inplace``: how activation bytes are counted (:mod:`serenity.memory`)."""
+    from serenity.memory import MEMORY_MODELS
+
+    p.add_argument(
+        "--memory-model",
+        choices=MEMORY_MODELS,
+        default="tflm",
+        help="tflm (default): every output gets its own bytes, as TensorFlow Lite Micro plans; "
+        "inplace: an element-wise or reshape-like op may write over an input of the same size "
+        "that dies at it, as HMCOS and several compilers do",
+    )
+
+
+_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1 << 20, "MB": 1 << 20, "MIB": 1 << 20}
+
+
+def byte_size(text: str) -> int:
+    """A byte count: ``262144``, ``256K``, ``256KB``, ``256KiB``, ``1.5M`` (K = 1024 bytes)."""
+    raw = text.strip()
+    num = raw.rstrip("bBiIkKmM")
+    unit = raw[len(num) :].upper()
+    try:
+        value = float(num)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or not (value > 0) or value != value or value * _UNITS[unit] > 1 << 62:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a byte size (e.g. 262144, 256K, 1.5M)")
+    size = value * _UNITS[unit]
+    if size != int(size):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of bytes")
+    return int(size)
+
+
+def byte_sizes(text: str) -> list[int]:
+    """A comma-separated list of :func:`byte_size` values, e.g. ``32K,64K,128K,256K``."""
+    parts = [s for s in text.split(",") if s.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("expected one or more byte sizes, e.g. 32K,64K")
+    return [byte_size(s) for s in parts]
