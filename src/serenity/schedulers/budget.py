@@ -15,7 +15,10 @@ bisection over ``tau``:
    ``lo`` reaches ``hi`` (the incumbent is proven) or passes the ceiling (not proven).
 
 It shares the reductions and bounds of :func:`serenity.schedulers.dp.schedule_dp` but not its
-best-first search or run-now rule, so the two can be compared state for state.
+best-first search or run-now rule, so the two can be compared state for state. Under the
+``inplace`` memory model the items carry the conditional savings in their steps (*Step encoding*
+in :mod:`.reduce`), which :func:`.search.apply_steps` applies here too; window bounds are off,
+as in the DP.
 """
 
 from __future__ import annotations
@@ -109,7 +112,8 @@ def schedule_budget(
     lo = static_lower_bound(d)
     best = incumbent(graph)
     hi, order = best.peak, list(best.order)
-    if lo < hi and d.n_ops >= 2 * WINDOW_OPS:
+    # Window bounds as in the DP, and not under "inplace" either (see ``schedule_dp``, step 4).
+    if lo < hi and d.n_ops >= 2 * WINDOW_OPS and not d.inplace:
 
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.perf_counter())

@@ -16,9 +16,24 @@ Iterative Graph Optimization" (ICCAD 2023), with its liveness written as CP-SAT 
    ``end`` is only constrained from below (``end >= s_c + 1`` for each reader ``c``): a longer
    interval can only raise ``M``, so the optimum of the relaxed program is the optimum of the
    exact one, and every solution's order is re-costed by :func:`serenity.memory.simulate`.
-3. **Warm start.** The best baseline order (:func:`.dp.incumbent`) is the solution hint and its
-   peak the upper bound of ``M``; the static bound (:mod:`.bounds`) is its lower bound.
-4. **Exact integers.** CP-SAT works in ``int64``: sizes are divided by their gcd (exact), and
+3. **In place** (the ``inplace`` memory model of :mod:`serenity.memory`). For an op ``v`` that
+   may write its output ``o`` over one of its candidate inputs ``C`` (:attr:`.Dense.reuse`),
+   booleans ``r[v, c]`` for ``c`` in ``C`` with ``sum_c r[v, c] <= 1``; ``r[v, c]`` forces
+   ``end_c == s_v + 1`` (``v`` is ``c``'s last reader: with ``end_c >= s_w + 1`` for every reader
+   ``w`` this holds only if none runs later), and ``o``'s interval starts at ``s_v + r_v`` with
+   ``r_v = sum_c r[v, c]``: during ``v``'s own step ``o`` takes ``c``'s bytes, which ``c``'s
+   interval still covers, and from the next step on ``o`` is live and ``c`` is not -- the step
+   costs ``o``'s size less (every candidate has it), as in :func:`serenity.memory.simulate`.
+   The solver may leave ``r_v = 0`` where a candidate does die at ``v``; that only raises
+   ``M``, and the order is re-costed by :func:`~serenity.memory.simulate`, which always takes the
+   saving. Conversely every order with the saving set where it applies is a solution costing
+   exactly its simulated peak, so the optimum is the same. The same argument as for ``end``:
+   the program is a relaxation whose optimum is exact.
+4. **Warm start.** The best baseline order (:func:`.dp.incumbent`) is the solution hint (with
+   ``r`` set where :func:`~serenity.memory.inplace_pairs` says the order overwrites) and its peak
+   the upper bound of ``M``; the static bound (:mod:`.bounds`, which honours ``inplace``) is its
+   lower bound.
+5. **Exact integers.** CP-SAT works in ``int64``: sizes are divided by their gcd (exact), and
    when the bytes of all tensors together still exceed :data:`MAX_TOTAL` the program is not
    built; the baseline order is returned unproven with ``stats["stopped"]`` saying why. A proof
    never rests on rounded sizes.
@@ -41,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from serenity.errors import UnsupportedError
 from serenity.ir import Dense, Graph
-from serenity.memory import simulate_dense
+from serenity.memory import inplace_pairs, simulate_dense
 from serenity.schedulers.bounds import reachability, static_lower_bound
 from serenity.schedulers.clock import Deadline
 from serenity.schedulers.dp import incumbent
@@ -176,7 +191,7 @@ def schedule_ilp(
     # 4. The program, its hint, and CP-SAT.
     prog = build_model(cp_model, d, win, g, lb=-(-lb // g), ub=ub // g, clock=clock)
     if prog is not None:
-        prog.hint(order, ub // g)
+        prog.hint(order, ub // g, inplace_pairs(d, order))
     left = clock.left()
     if prog is None or (left is not None and left <= 0):
         stats["stopped"] = clock.message() + " while building the model"
@@ -210,7 +225,7 @@ def schedule_ilp(
 
 @dataclass(frozen=True, slots=True)
 class Program:
-    """The CP-SAT model of steps 1-2 and the variables a hint or a solution is read through.
+    """The CP-SAT model of steps 1-3 and the variables a hint or a solution is read through.
 
     Attributes:
         model: The CP-SAT model.
@@ -218,6 +233,7 @@ class Program:
         asap: First step of each op's window.
         steps: ``s_v``, the step of each op.
         peak: ``M``, the peak in units of the gcd (the objective).
+        reuse: ``r[v, c]`` by ``(output id, candidate input id)`` (step 3; empty under ``tflm``).
     """
 
     model: cp_model.CpModel
@@ -225,21 +241,25 @@ class Program:
     asap: list[int]
     steps: list[cp_model.IntVar]
     peak: cp_model.IntVar
+    reuse: dict[tuple[int, int], cp_model.IntVar]
 
-    def hint(self, order: list[int], peak: int) -> None:
-        """Hint ``order`` (op ``order[i]`` at step ``i``) with its divided peak ``peak``: a
-        complete hint, so CP-SAT starts from a feasible solution."""
+    def hint(self, order: list[int], peak: int, pairs: dict[int, int]) -> None:
+        """Hint ``order`` (op ``order[i]`` at step ``i``) with its divided peak ``peak`` and its
+        in-place ``pairs`` (:func:`~serenity.memory.inplace_pairs`, ``{output: input}``), so
+        CP-SAT starts from a feasible solution."""
         for t, v in enumerate(order):
             self.model.add_hint(self.steps[v], t)
             for i, x in enumerate(self.x[v]):
                 self.model.add_hint(x, self.asap[v] + i == t)
+        for (o, c), r in self.reuse.items():
+            self.model.add_hint(r, pairs.get(o) == c)
         self.model.add_hint(self.peak, peak)
 
 
 def build_model(
     cp_model: Any, d: Dense, win: Windows, g: int, *, lb: int, ub: int, clock: Deadline | None = None
 ) -> Program | None:
-    """The program of steps 1-2 over sizes divided by ``g``.
+    """The program of steps 1-3 over sizes divided by ``g``.
 
     Args:
         cp_model: The ``ortools.sat.python.cp_model`` module.
@@ -282,31 +302,48 @@ def build_model(
         for u in d.preds[v]:
             m.add(steps[u] + 1 <= steps[v])
     # 2. One interval per tensor that takes memory, [start, end), under one cumulative.
-    intervals, demands = [], []
+    ends: dict[int, Any] = {}
+    starts: dict[int, Any] = {}
     for t, size in enumerate(d.sizes):
-        w = size // g
-        if w == 0:
-            continue
         p = d.producer[t]
-        if p < 0 and t not in d.initial:
-            continue  # an unread, unkept graph input is never live
-        lo = 0 if p < 0 else win.asap[p]
-        start = 0 if p < 0 else steps[p]
+        if size // g == 0 or (p < 0 and t not in d.initial):
+            continue  # no bytes, or an unread, unkept graph input: never live
         readers = d.consumers[t]
+        starts[t] = 0 if p < 0 else steps[p]
         if d.pinned[t]:
-            end: Any = n
+            ends[t] = n
         elif not readers:
-            end = start + 1
+            ends[t] = starts[t] + 1
         elif len(readers) == 1:
-            end = steps[readers[0]] + 1
+            ends[t] = steps[readers[0]] + 1
         else:
-            end = m.new_int_var(max(win.asap[c] for c in readers) + 1, n, f"e{t}")
+            ends[t] = m.new_int_var(max(win.asap[c] for c in readers) + 1, n, f"e{t}")
             for c in readers:
-                m.add(end >= steps[c] + 1)
-        length = m.new_int_var(1, n - lo, f"l{t}")
-        intervals.append(m.new_interval_var(start, length, end, f"i{t}"))
-        demands.append(w)
+                m.add(ends[t] >= steps[c] + 1)
+    # 3. In place: r[v, c] => v is c's last reader; the output then starts a step later.
+    reuse: dict[tuple[int, int], Any] = {}
+    for v, cands in enumerate(d.reuse):
+        if not cands:
+            continue
+        o = d.op_out[v][0]  # an op with candidates has exactly one activation output
+        rs = []
+        for c in cands:
+            r = reuse[o, c] = m.new_bool_var(f"r{v}_{c}")
+            m.add(ends[c] == steps[v] + 1).only_enforce_if(r)
+            rs.append(r)
+        m.add(sum(rs) <= 1)
+        starts[o] = m.new_int_var(win.asap[v], win.alap[v] + 1, f"b{o}")
+        m.add(starts[o] == steps[v] + sum(rs))
+    intervals, demands = [], []
+    for t, start in starts.items():
+        p = d.producer[t]
+        lo = 0 if p < 0 else win.asap[p]
+        # An in-place output nobody reads (or a graph output written last) may be empty.
+        shortest = 0 if p >= 0 and d.reuse and d.reuse[p] else 1
+        length = m.new_int_var(shortest, n - lo, f"l{t}")
+        intervals.append(m.new_interval_var(start, length, ends[t], f"i{t}"))
+        demands.append(d.sizes[t] // g)
     peak = m.new_int_var(lb, max(lb, ub), "peak")
     m.add_cumulative(intervals, demands, peak)
     m.minimize(peak)
-    return Program(m, xss, win.asap, steps, peak)
+    return Program(m, xss, win.asap, steps, peak, reuse)
