@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_model(args: argparse.Namespace) -> int:
     from serenity.formats import load, protected_files
-    from serenity.ir import with_alignment
+    from serenity.ir import with_alignment, with_memory_model
     from serenity.memory import simulate
     from serenity.planning import PLANNERS, check_plan, peak_of
     from serenity.planning.target import target_buffers
@@ -87,10 +87,13 @@ def _run_model(args: argparse.Namespace) -> int:
     model = load(args.model, dims=dims)
     guard_outputs([("--plot", args.plot)], protected_files(model))
     align = alignment_for(model, args.align)
-    graph = with_alignment(model.graph, align)
+    # The parser's --memory-model where it has one: under "inplace" a tensor an op writes over
+    # a dying input shares that input's buffer (and offset).
+    memory_model = getattr(args, "memory_model", None) or "tflm"
+    graph = with_memory_model(with_alignment(model.graph, align), memory_model)
     order, order_name = _order(graph, args.order, deadline)
     profile = simulate(graph, order)
-    target = target_buffers(model.graph, order, fmt=model.format, alignment=align)
+    target = target_buffers(model.graph, order, fmt=model.format, alignment=align, memory_model=memory_model)
     buffers = list(target.buffers)
     plan = PLANNERS[args.planner](buffers, time_limit=deadline.left())
     check_plan(buffers, plan.offsets)  # independent of the planner: never report an invalid plan
@@ -116,7 +119,8 @@ def _run_model(args: argparse.Namespace) -> int:
         ("model", str(args.model)),
         ("order", f"{order_name} ({len(order)} ops)"),
         ("planner", plan.planner),
-        ("tensors placed", str(len(buffers))),
+        ("tensors placed", str(len(out["offsets"]))),
+        *([("buffers", str(len(buffers)))] if len(buffers) != len(out["offsets"]) else []),
         ("peak (lower bound)", fmt_bytes(profile.peak) + (f", {align}-byte aligned" if align > 1 else "")),
         ("arena", f"{fmt_bytes(plan.arena)} ({plan.arena:,} B)"),
         ("fragmentation", f"{fragmentation(plan.arena, profile.peak):.1%}"),

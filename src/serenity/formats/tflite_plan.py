@@ -18,6 +18,15 @@ data aligned to 16 bytes (the schema's ``force_align: 16``, which the Python bui
 unless asked, and what TFLM's own ``tflite_flatbuffer_align`` tool produces), and any earlier
 plan entry is replaced, never duplicated. Re-serialising keeps every field the bundled schema
 knows; buffers stored after the flatbuffer (files over 2 GB) are refused.
+
+**In place.** TFLM gives every tensor a buffer of its own, but honours a plan that puts an op's
+output at the offset of an input that dies at it: its element-wise kernels (ADD, MUL, RELU,
+LOGISTIC, TANH...) read element ``i`` before writing element ``i``, and RESHAPE skips its copy
+when both share an address. Under the ``inplace`` memory model (:mod:`serenity.memory`),
+:func:`embed_plan` accepts such pairs -- the ones :func:`serenity.memory.inplace_pairs` finds in
+the order, from the tensors' raw sizes -- and still refuses any other overlap. Measured on the
+shared models and on a hand-built chain of element-wise ops, such files run bit for bit as the
+unplanned model, and TFLM's arena is the plan's (``tests/test_inplace_planning.py``).
 """
 
 from __future__ import annotations
@@ -36,8 +45,8 @@ from serenity.errors import ModelFormatError, SerenityError, UnsupportedError
 from serenity.formats import Model
 from serenity.formats.tflite_bytes import TFLiteSource, permute_operators
 from serenity.fsutil import atomic_write_bytes
-from serenity.ir import with_alignment
-from serenity.planning.buffers import buffers_of, check_plan
+from serenity.ir import with_memory_model
+from serenity.planning.buffers import buffers_of, check_plan, inplace_names, merge_inplace
 
 #: The metadata name TFLM looks for.
 OFFLINE_PLAN = "OfflineMemoryAllocation"
@@ -128,17 +137,21 @@ def plan_words(model: Model, offsets: Mapping[str, int]) -> list[int]:
     return [0, n_sub, total, *words]
 
 
-def embed_plan(model: Model, order: Sequence[int], offsets: Mapping[str, int]) -> bytes:
+def embed_plan(
+    model: Model, order: Sequence[int], offsets: Mapping[str, int], *, memory_model: str = "tflm"
+) -> bytes:
     """The file of ``model`` with subgraph 0's operators in ``order`` and ``offsets`` as its plan.
 
     The plan is checked first: under TFLM's 16-byte sizes no two tensors live at the same step
-    of ``order`` may share a byte.
+    of ``order`` may share a byte -- except, under ``memory_model="inplace"``, an op's output
+    and the input it overwrites in place, at the same offset (see the module docstring).
 
     Args:
         model: A model from :func:`~serenity.formats.tflite_io.load_tflite`.
         order: A topological permutation of the op indices.
         offsets: Arena offsets of subgraph 0's activation tensors, by name; tensors left out
             are placed by TFLM's greedy planner around the planned ones.
+        memory_model: ``"tflm"`` (every tensor its own bytes) or ``"inplace"``.
 
     Returns:
         The new file's bytes.
@@ -153,7 +166,11 @@ def embed_plan(model: Model, order: Sequence[int], offsets: Mapping[str, int]) -
     src = _source(model)
     order = model.graph.check_order(order)
     words = plan_words(model, offsets)
-    bufs = [b for b in buffers_of(with_alignment(model.graph, ALIGNMENT), order) if b.id in offsets]
+    # In-place pairs (raw sizes) that the plan does put at one offset share a buffer.
+    pairs = inplace_names(with_memory_model(model.graph, memory_model), order)
+    shared = {o: c for o, c in pairs.items() if o in offsets and offsets.get(c) == offsets[o]}
+    per_tensor = buffers_of(with_memory_model(model.graph, "tflm"), order, alignment=ALIGNMENT)
+    bufs = [b for b in merge_inplace(per_tensor, shared) if b.id in offsets]
     check_plan(bufs, [offsets[b.id] for b in bufs])
     data = permute_operators(src, order)
     payload = struct.pack(f"<{len(words)}i", *words)
@@ -161,13 +178,20 @@ def embed_plan(model: Model, order: Sequence[int], offsets: Mapping[str, int]) -
     return patched if patched is not None else _reserialise(data, payload, str(model.path))
 
 
-def save_tflite_with_plan(model: Model, order: Sequence[int], offsets: Mapping[str, int], path: Path) -> None:
+def save_tflite_with_plan(
+    model: Model,
+    order: Sequence[int],
+    offsets: Mapping[str, int],
+    path: Path,
+    *,
+    memory_model: str = "tflm",
+) -> None:
     """Write :func:`embed_plan` to ``path`` (atomically: a temporary file renamed).
 
     Raises:
         The errors of :func:`embed_plan`.
     """
-    atomic_write_bytes(Path(path), embed_plan(model, order, offsets))
+    atomic_write_bytes(Path(path), embed_plan(model, order, offsets, memory_model=memory_model))
 
 
 def semantic_problem(a: Model, b: Model) -> str | None:

@@ -31,6 +31,14 @@ planner over any buffer list, :func:`tflm_buffers` builds TFLM's own buffer list
 an order (subgraph 0, scratch buffers included), and :func:`predict_tflm_arena` is the head
 TFLM will report. Scratch buffers come from the reference kernels' ``Prepare`` functions (see
 :func:`scratch_requests`); ops whose requests are not modelled are refused rather than guessed.
+
+TFLM never runs an op in place on its own: it gives every tensor a buffer. Under the
+``inplace`` memory model :func:`tflm_buffers` merges each in-place pair into one buffer (as
+:func:`~serenity.planning.buffers.buffers_of` does), which only an offline plan can give TFLM:
+its element-wise kernels (ADD, MUL, RELU, LOGISTIC, TANH...) read element ``i`` before they
+write element ``i``, and RESHAPE skips its copy when input and output share the address, so a
+plan that puts an output at its dying input's offset runs bit for bit as the unplanned model
+(checked in ``tests/test_inplace_planning.py``).
 """
 
 from __future__ import annotations
@@ -42,8 +50,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from serenity.errors import SerenityError, UnsupportedError
-from serenity.ir import Graph
-from serenity.planning.buffers import ArenaPlan, Buffer, align_up, peak_of
+from serenity.ir import Graph, with_memory_model
+from serenity.planning.buffers import ArenaPlan, Buffer, align_up, inplace_names, merge_inplace, peak_of
 
 #: ``MicroArenaBufferAlignment()`` in ``micro_arena_constants.h``.
 TFLM_ALIGNMENT = 16
@@ -166,8 +174,9 @@ class TFLMBuffers:
 
     Attributes:
         buffers: Tensors needing a buffer (file order), then scratch buffers (request order);
-            sizes rounded up to 16 bytes.
-        tensors: Per buffer, the name of its tensor, or ``None`` for a scratch buffer.
+            sizes rounded up to 16 bytes. Under ``inplace`` an in-place chain is one buffer,
+            in its first tensor's place, the others in its :attr:`~.Buffer.aliases`.
+        tensors: Per buffer, the name of its (first) tensor, or ``None`` for a scratch buffer.
     """
 
     buffers: tuple[Buffer, ...]
@@ -220,7 +229,9 @@ def tflm_buffers(graph: Graph, order: Sequence[int]) -> TFLMBuffers:
     """TFLM's buffer list for subgraph 0 of ``graph`` when the file lists its ops in ``order``.
 
     Args:
-        graph: A graph loaded from a ``.tflite`` file (tensors in file order; raw sizes).
+        graph: A graph loaded from a ``.tflite`` file (tensors in file order; raw sizes). Under
+            its ``inplace`` memory model, each in-place pair of ``order`` shares a buffer (the
+            pairs come from the raw sizes, before TFLM rounds them).
         order: The op order of the file TFLM will run.
 
     Returns:
@@ -260,6 +271,11 @@ def tflm_buffers(graph: Graph, order: Sequence[int]) -> TFLMBuffers:
             sid = f"scratch:{graph.ops[v].name}:{k}"
             buffers.append(Buffer(sid, s + 1, s + 2, align_up(size, TFLM_ALIGNMENT)))
             names.append(None)
+    pairs = inplace_names(graph, order)
+    if pairs:  # a tensor's buffer is named after it; scratch buffers are in no pair
+        tensor_of = dict(zip((b.id for b in buffers), names, strict=True))
+        buffers = merge_inplace(buffers, pairs)
+        names = [tensor_of[b.id] for b in buffers]
     return TFLMBuffers(tuple(buffers), tuple(names))
 
 
@@ -270,6 +286,8 @@ def predict_tflm_arena(
 
     Args:
         graph: A graph loaded from a ``.tflite`` file (raw sizes; TFLM rounds them itself).
+            Its memory model does not matter: TFLM plans a buffer per tensor, and an in-place
+            pair shares bytes only where ``offline`` gives both the same offset.
         order: The file's op order.
         offline: Offsets of an embedded ``OfflineMemoryAllocation`` plan by tensor name; tensors
             not named are placed by the planner.
@@ -288,7 +306,7 @@ def predict_tflm_arena(
         >>> predict_tflm_arena(g, [0, 1])   # x and z (32 B each) share offset 0, y sits above
         48
     """
-    tb = tflm_buffers(graph, order)
+    tb = tflm_buffers(with_memory_model(graph, "tflm"), order)
     fixed = None
     if offline:
         fixed = [None if t is None else offline.get(t) for t in tb.tensors]
