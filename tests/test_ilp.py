@@ -14,12 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from dags import dags, random_dag
 from serenity import zoo
 from serenity.cli import main
-from serenity.ir import Graph, Op, Tensor
-from serenity.memory import simulate
+from serenity.ir import Graph, Op, Tensor, with_memory_model
+from serenity.memory import inplace_pairs, simulate
 from serenity.schedulers import NOT_IN_PORTFOLIO, SCHEDULERS, schedule
 from serenity.schedulers.dp import schedule_dp
 from serenity.schedulers.ilp import MAX_TOTAL, schedule_ilp, windows
 from test_dp import brute_force
+from test_inplace_planning import inplace_dag, inplace_dags
 
 pytest.importorskip("ortools")
 
@@ -63,6 +64,54 @@ def test_equals_brute_force_and_dp(g: Graph) -> None:
     check(g, r)
     assert r.proven_optimal
     assert r.peak == brute_force(g) == schedule_dp(g).peak
+
+
+@SETTINGS
+@given(inplace_dags(min_ops=1, max_ops=8))
+def test_inplace_equals_brute_force_and_dp(g: Graph) -> None:
+    """Under ``inplace`` the program's proven peak is the brute-force optimum and the DP's, and
+    its bound never passes the optimum."""
+    r = schedule_ilp(g, workers=1)
+    check(g, r)
+    best = brute_force(g)
+    assert r.lower_bound <= best
+    assert r.proven_optimal
+    assert r.peak == best == schedule_dp(g).peak
+
+
+def test_inplace_program_alone_finds_the_optimum() -> None:
+    """The CP-SAT program itself, without the incumbent or the static bound that often settle
+    small graphs before it is built, on graphs where writing in place lowers the optimum: its
+    optimum is the brute-force one and re-costs exactly (simulate), and a hinted order with its
+    in-place pairs is a solution at its own peak."""
+    from ortools.sat.python import cp_model
+
+    from serenity.schedulers.ilp import build_model
+
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    saving = 0
+    for seed in range(40):
+        g = inplace_dag(seed, 8)
+        d = g.dense
+        best = brute_force(g)
+        if best == brute_force(with_memory_model(g, "tflm")):
+            continue
+        saving += 1
+        prog = build_model(cp_model, d, windows(d), 1, lb=0, ub=sum(d.sizes))
+        assert solver.solve(prog.model) == cp_model.OPTIMAL
+        found = sorted(range(d.n_ops), key=lambda v: solver.value(prog.steps[v]))
+        assert solver.objective_value == best == simulate(g, found).peak
+        order = list(g.listed_order)
+        peak = simulate(g, order).peak
+        hinted = build_model(cp_model, d, windows(d), 1, lb=0, ub=sum(d.sizes))
+        hinted.hint(order, peak, inplace_pairs(d, order))
+        hinted.model.add(hinted.peak <= peak)
+        fixed = cp_model.CpSolver()
+        fixed.parameters.num_workers = 1
+        fixed.parameters.fix_variables_to_their_hinted_value = True
+        assert fixed.solve(hinted.model) == cp_model.OPTIMAL
+    assert saving >= 15
 
 
 def test_windows_hold_every_topological_position() -> None:
