@@ -99,12 +99,14 @@ def test_inplace_program_alone_finds_the_optimum() -> None:
             continue
         saving += 1
         prog = build_model(cp_model, d, windows(d), 1, lb=0, ub=sum(d.sizes))
+        assert prog is not None
         assert solver.solve(prog.model) == cp_model.OPTIMAL
         found = sorted(range(d.n_ops), key=lambda v: solver.value(prog.steps[v]))
         assert solver.objective_value == best == simulate(g, found).peak
         order = list(g.listed_order)
         peak = simulate(g, order).peak
         hinted = build_model(cp_model, d, windows(d), 1, lb=0, ub=sum(d.sizes))
+        assert hinted is not None
         hinted.hint(order, peak, inplace_pairs(d, order))
         hinted.model.add(hinted.peak <= peak)
         fixed = cp_model.CpSolver()

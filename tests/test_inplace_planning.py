@@ -60,6 +60,7 @@ def inplace_dag(seed: int, n_ops: int, *, model: str = "inplace") -> Graph:
         window = available[-6:] if rng.random() < 0.8 else available
         a = rng.choice(window)
         name = f"t{i}"
+        ins: tuple[str, ...]
         if kind in ("Relu", "Sigmoid", "Reshape"):
             ins, out = (a,), size[a]
         elif kind in ("Add", "Mul"):
