@@ -30,6 +30,7 @@ _LAZY = {
     "Graph": "serenity.ir",
     "Op": "serenity.ir",
     "Tensor": "serenity.ir",
+    "with_memory_model": "serenity.ir",
     "MemoryProfile": "serenity.memory",
     "simulate": "serenity.memory",
     "Model": "serenity.formats",
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
     from serenity.errors import SerenityError
     from serenity.formats import Model, load, save
-    from serenity.ir import Graph, Op, Tensor
+    from serenity.ir import Graph, Op, Tensor, with_memory_model
     from serenity.memory import MemoryProfile, simulate
     from serenity.schedulers import ScheduleResult, schedule
 
@@ -78,4 +79,5 @@ __all__ = [
     "save",
     "schedule",
     "simulate",
+    "with_memory_model",
 ]

@@ -108,7 +108,9 @@ class MemoryProfile:
     peak_step: int
 
 
-def simulate(graph: Graph, order: Sequence[int], *, check: bool = True) -> MemoryProfile:
+def simulate(
+    graph: Graph, order: Sequence[int], *, check: bool = True, memory_model: str | None = None
+) -> MemoryProfile:
     """Simulate ``order`` step by step and return its memory timeline and peak.
 
     Worked example: ``x`` (input, 10 B) feeds ``A`` and ``B``; ``A`` writes ``a`` (20 B), ``B``
@@ -137,10 +139,15 @@ def simulate(graph: Graph, order: Sequence[int], *, check: bool = True) -> Memor
         graph: The graph.
         order: A permutation of op indices.
         check: Verify first that ``order`` is topological (raises ``OrderError`` if not).
+        memory_model: ``"tflm"`` or ``"inplace"``; default: the graph's own (``graph.memory_model``).
 
     Returns:
         The :class:`MemoryProfile`.
     """
+    if memory_model is not None:
+        from serenity.ir import with_memory_model
+
+        graph = with_memory_model(graph, memory_model)
     if check:
         order = graph.check_order(order)
     return simulate_dense(graph.dense, order)

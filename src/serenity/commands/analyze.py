@@ -11,6 +11,7 @@ from serenity.commands.common import (
     Deadline,
     add_alignment,
     add_common,
+    add_memory_model,
     alignment_for,
     duration,
     emit_json,
@@ -40,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--plot", metavar="FILE.png", help="write the memory timeline of each order")
     add_alignment(p)
+    add_memory_model(p)
     add_common(p)
     p.set_defaults(func=run)
 
@@ -47,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``analyze``; returns the exit code."""
     from serenity.formats import load, protected_files
-    from serenity.ir import with_alignment, with_element_size
+    from serenity.ir import with_alignment, with_element_size, with_memory_model
     from serenity.memory import simulate
     from serenity.report import fmt_bytes, memory_timeline_png, table
     from serenity.schedulers import op_lower_bound, schedule
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     guard_outputs([("--plot", args.plot)], protected_files(model))
     graph = model.graph if not args.element_size else with_element_size(model.graph, args.element_size)
     align = alignment_for(model, args.align)
-    graph = with_alignment(graph, align)
+    graph = with_memory_model(with_alignment(graph, align), args.memory_model)
     invalid = graph.listed_problem
     listed = simulate(graph, graph.topological_order)
     bound = op_lower_bound(graph)
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         "model": str(args.model),
         "format": model.format,
         "alignment": align,
+        "memory_model": graph.memory_model,
         "ops": len(graph.ops),
         "tensors": len(graph.tensors),
         "activation_tensors": len(graph.activations),
@@ -102,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             + (f" ({align}-byte aligned)" if align > 1 else ""),
         ),
         ("op lower bound", fmt_bytes(bound)),
+        *([("memory model", graph.memory_model)] if graph.memory_model != "tflm" else []),
     ]
     table("Model", ["", ""], rows, show_header=False)
     if results:

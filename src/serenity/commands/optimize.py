@@ -15,6 +15,7 @@ from serenity.commands.common import (
     Deadline,
     add_alignment,
     add_common,
+    add_memory_model,
     alignment_for,
     check_output,
     duration,
@@ -54,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--time-limit", type=duration, metavar="S", help="seconds for the whole command")
     p.add_argument("--seed", type=seed, default=0, help="seed of the inputs --allow-requantize measures on")
     add_alignment(p)
+    add_memory_model(p)
     add_common(p)
     p.set_defaults(func=run)
 
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``optimize``; returns the exit code."""
     from serenity.commands.schedule import before_after, choose_arena
     from serenity.formats import dialect_for, load, protected_files, save
-    from serenity.ir import with_alignment
+    from serenity.ir import with_alignment, with_memory_model
     from serenity.memory import simulate
     from serenity.report import fmt_bytes, status, table
     from serenity.rewrites.apply import structure_difference
@@ -76,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
     model = load(src, dims=parse_dims(args.dim), require_data=not args.no_rewrite)
     guard_outputs([("-o", dst)], protected_files(model))
     align = alignment_for(model, args.align)
-    graph = with_alignment(model.graph, align)
+    mm = args.memory_model
+
+    def counted(g: Any) -> Any:  # the graph as the peaks are counted: aligned, in the memory model
+        return with_memory_model(with_alignment(g, align), mm)
+
+    graph = counted(model.graph)
     listed = None if graph.listed_problem else simulate(graph, graph.listed_order).peak
     t0 = time.perf_counter()
     with status(f"scheduling {len(graph.ops)} ops", quiet=args.json):
@@ -86,15 +93,19 @@ def run(args: argparse.Namespace) -> int:
         dialect = dialect_for(model, allow_requantize=args.allow_requantize)
         with status("searching rewrites", quiet=args.json):
             outcome = rewrite_for_memory(
-                model.graph, dialect, alignment=align, time_limit=deadline.left(), base=base
+                with_memory_model(model.graph, mm),
+                dialect,
+                alignment=align,
+                time_limit=deadline.left(),
+                base=base,
             )
         if outcome.modified:
             out_model = dialect.materialize(outcome.rewrites)
             diff = structure_difference(out_model.graph, outcome.graph)
             if diff is not None:  # the writer and the IR must agree, or the proof is about another graph
                 raise AssertionError(f"{src}: the written graph is not the one scheduled: {diff}")
-            result = schedule_dp(with_alignment(out_model.graph, align), time_limit=deadline.left())
-    out_graph = with_alignment(out_model.graph, align)
+            result = schedule_dp(counted(out_model.graph), time_limit=deadline.left())
+    out_graph = counted(out_model.graph)
     order = result.order
     arena = None
     if args.embed_plan:
@@ -112,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         "model": str(src),
         "output": str(dst),
         "alignment": align,
+        "memory_model": mm,
         "peak_listed": listed,
         "peak_scheduled": base.peak,
         "peak_rewritten": peak,

@@ -12,7 +12,9 @@ from serenity.commands.common import (
     Deadline,
     add_alignment,
     add_common,
+    add_memory_model,
     alignment_for,
+    byte_size,
     check_output,
     duration,
     emit_json,
@@ -56,9 +58,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--objective",
-        choices=("peak", "arena"),
+        choices=("peak", "arena", "traffic"),
         help="peak: the smallest peak (default); arena: among orders with that peak, one whose "
-        "arena plan reaches it (default with --embed-plan)",
+        "arena plan reaches it (default with --embed-plan); traffic: the order that moves the "
+        "fewest bytes to and from off-chip memory with --sram bytes on chip",
+    )
+    p.add_argument(
+        "--sram",
+        type=byte_size,
+        metavar="SIZE",
+        help="on-chip memory for activations (e.g. 256K): report the off-chip traffic of the "
+        "orders (needed by --objective traffic)",
     )
     p.add_argument(
         "--planner",
@@ -67,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="arena planner for --objective arena and --embed-plan: exact (default) or tflm-greedy",
     )
     add_alignment(p)
+    add_memory_model(p)
     add_common(p)
     p.set_defaults(func=run)
 
@@ -75,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``schedule``; returns the exit code."""
     from serenity.formats import load, protected_files, save
     from serenity.fsutil import refuse_overwrite
-    from serenity.ir import with_alignment
+    from serenity.ir import with_alignment, with_memory_model
     from serenity.memory import simulate
     from serenity.report import fmt_bytes, status, table
     from serenity.schedulers import DEFAULT_METHOD, SCHEDULERS, schedule
@@ -86,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
     if method not in SCHEDULERS and method != "best":
         known = ", ".join(["best", *SCHEDULERS])
         raise SerenityError(f"--method: unknown scheduling method '{method}' (known: {known})")
+    if args.objective == "traffic" and args.sram is None:
+        raise SerenityError("--objective traffic needs --sram SIZE (the on-chip memory, e.g. 256K)")
+    if args.objective == "traffic" and args.embed_plan:
+        raise SerenityError("--embed-plan plans the arena for the smallest peak; it cannot be "
+                            "combined with --objective traffic")  # fmt: skip
     planned = args.objective == "arena" or args.embed_plan
     check_output(src, dst, embed_plan=args.embed_plan, planner=args.planner if planned else None)
     dims = parse_dims(args.dim)
@@ -97,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     data = [p for p in protected_files(model) if p != model.path]
     guard_outputs([("-o", dst)], data if args.in_place else [*data, src])
     align = alignment_for(model, args.align)
-    graph = with_alignment(model.graph, align)
+    graph = with_memory_model(with_alignment(model.graph, align), args.memory_model)
     invalid = graph.listed_problem
     before = None if invalid else simulate(graph, graph.listed_order).peak
     with status(f"scheduling {len(graph.ops)} ops with '{method}'", quiet=args.json):
@@ -108,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
         if objective == "arena":
             arena = choose_arena(model, graph, result, align, args.planner, deadline)
             order = arena["order"]
+        traffic = None
+        if args.sram is not None:
+            traffic = offchip_figures(graph, result, args.sram, objective == "traffic", deadline)
+            order = traffic.pop("order")
         seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     if args.embed_plan:
@@ -125,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         "method": result.method,
         "objective": objective,
         "alignment": align,
+        "memory_model": graph.memory_model,
         "peak_before": before,
         "peak_after": peak_after,
         "lower_bound": result.lower_bound,
@@ -140,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
     if arena is not None:
         out["arena"] = {k: v for k, v in arena.items() if k not in ("order", "offsets")}
         out["plan_embedded"] = bool(args.embed_plan)
+    if traffic is not None:
+        out["offchip"] = traffic
     if args.json:
         emit_json(out)
         return 0
@@ -147,11 +170,14 @@ def run(args: argparse.Namespace) -> int:
         ("method", result.method + ("" if objective == "peak" else f" (objective: {objective})")),
         ("peak", before_after(before, peak_after) + (f", {align}-byte aligned" if align > 1 else "")),
         *([("listed order", f"invalid: {invalid}")] if invalid else []),
+        *([("memory model", graph.memory_model)] if graph.memory_model != "tflm" else []),
         ("lower bound", fmt_bytes(result.lower_bound)),
         ("proven optimal", proven_text(out["proven_optimal"], result.stats)),
         *([("states explored", f"{result.stats['states']:,}")] if "states" in result.stats else []),
         *([("search stopped", str(result.stats["stopped"]))] if result.stats.get("stopped") else []),
     ]
+    if traffic is not None:
+        rows += traffic_rows(traffic)
     if arena is not None:
         proven = "proven smallest" if arena["proven"] else f"gap {fmt_bytes(arena['gap_bytes'])} to the bound"
         rows.append(("arena plan", f"{fmt_bytes(arena['arena_bytes'])} ({arena['planner']}, {proven})"))
@@ -164,6 +190,57 @@ def run(args: argparse.Namespace) -> int:
     ]
     table("Schedule", ["", ""], rows, show_header=False)
     return 0
+
+
+def offchip_figures(
+    graph: Any, result: Any, sram: int, by_traffic: bool, deadline: Deadline
+) -> dict[str, Any]:
+    """Off-chip traffic at ``sram`` bytes on chip (:mod:`serenity.planning.offchip`) of the listed
+    order and of the chosen one: ``result``'s order, or with ``by_traffic`` the order of
+    :func:`serenity.schedulers.traffic.schedule_traffic` (the least traffic it finds). The
+    chosen order is under ``"order"``; ``"proven"`` says the traffic objective is proven."""
+    from serenity.planning.offchip import OpDoesNotFit, offchip_traffic
+
+    order = result.order
+    out: dict[str, Any] = {"sram": sram, "objective": "traffic" if by_traffic else "peak"}
+    proven = False
+    try:
+        if by_traffic:
+            from serenity.schedulers.traffic import schedule_traffic
+
+            chosen = schedule_traffic(graph, sram, time_limit=deadline.left(), peak_result=result)
+            order = chosen.order
+            out["lower_bound"] = chosen.stats.get("traffic_lower_bound")
+            proven = bool(chosen.stats.get("traffic_proven"))
+            out["peak"] = chosen.peak
+        out["after"] = offchip_traffic(graph, order, sram).as_dict()
+        listed = None if graph.listed_problem else offchip_traffic(graph, graph.listed_order, sram)
+        out["before"] = None if listed is None else listed.as_dict()
+    except OpDoesNotFit as e:
+        out["error"] = str(e)
+    out["proven"] = proven
+    out["order"] = order
+    return out
+
+
+def traffic_rows(traffic: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Table rows for :func:`offchip_figures`."""
+    from serenity.report import fmt_bytes
+
+    head = f"off-chip traffic at {fmt_bytes(traffic['sram'])}"
+    if "error" in traffic:
+        return [(head, f"does not fit: {traffic['error']}")]
+    after = traffic["after"]["traffic"]
+    before = traffic["before"]["traffic"] if traffic["before"] else None
+    text = f"{fmt_bytes(after)}" if before is None else f"{fmt_bytes(before)} -> {fmt_bytes(after)}"
+    if before and after < before:
+        text += f"  ({before / after:.2f}x less)" if after else "  (none left)"
+    if traffic["objective"] == "traffic":
+        text += ", proven least" if traffic["proven"] else f", bound {fmt_bytes(traffic['lower_bound'] or 0)}"
+    rows = [(head, text)]
+    if traffic["objective"] == "traffic" and "peak" in traffic:
+        rows.append(("peak of that order", fmt_bytes(traffic["peak"])))
+    return rows
 
 
 def choose_arena(

@@ -189,9 +189,12 @@ def kept_bound(graph: Graph, dialect: Dialect) -> tuple[int, str]:
     Rewrites only remove concatenations and ops that read one, directly or through per-channel
     ops a kernel-wise split moves the concatenation past. Every other op stays in every
     rewritten graph with the same inputs and outputs, all live while it runs, so the largest
-    such op bounds every rewritten graph's peak. When the current optimum equals it, the
+    such op bounds every rewritten graph's peak (less its output under the ``inplace`` model
+    when it may write over an input). When the current optimum equals it, the
     search can stop at once (the ImageNet NAS networks peak in their stem).
     """
+    from serenity.memory import reuse_candidates
+
     removable = concat_fed(graph, dialect)
     best, where = 0, ""
     for op in graph.ops:
@@ -199,6 +202,8 @@ def kept_bound(graph: Graph, dialect: Dialect) -> tuple[int, str]:
             continue
         names = dict.fromkeys(n for n in (*op.inputs, *op.outputs) if n)
         b = sum(graph.tensors[n].nbytes for n in names if graph.tensors[n].is_activation)
+        if graph.memory_model == "inplace" and reuse_candidates(graph, op):
+            b -= graph.tensors[reuse_candidates(graph, op)[0]].nbytes  # may write over that input
         if b > best:
             best, where = b, op.name
     return best, where

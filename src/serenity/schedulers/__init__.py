@@ -101,6 +101,7 @@ def schedule(
     *,
     time_limit: float | None = None,
     max_states: int | None = None,
+    memory_model: str | None = None,
 ) -> ScheduleResult:
     """Schedule ``graph`` with the named method (``"best"`` for the portfolio).
 
@@ -109,10 +110,17 @@ def schedule(
         method: A key of :data:`SCHEDULERS`, or ``"best"``.
         time_limit: Seconds the method may take; exact methods return their best order so far.
         max_states: Cap on stored search states for the exact methods (ignored by heuristics).
+        memory_model: ``"tflm"`` or ``"inplace"`` (:mod:`serenity.memory`); default: the graph's
+            own (``graph.memory_model``, ``"tflm"`` unless built otherwise). Op indices are the
+            same under both, so the order applies to ``graph`` either way.
 
     Raises:
         SerenityError: the method name is unknown.
     """
+    if memory_model is not None:
+        from serenity.ir import with_memory_model
+
+        graph = with_memory_model(graph, memory_model)
     if method == "best":
         return schedule_best(graph, time_limit=time_limit, max_states=max_states)
     fn = SCHEDULERS.get(method)

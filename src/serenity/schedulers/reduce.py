@@ -51,9 +51,19 @@ outputs, which all die at it, so its saving is unconditional: its hill drops by 
 size. A chain's first op reads tensors others read too, so its saving depends on the state; the
 rules then judge its hill at the saving (``lo``), the smallest it can be, so a fusion never
 relies on a step the first segment might not pay; R1 and R2 move only segments whose savings
-are unconditional, so their proofs stand. R3 moves an op past others that may read its inputs,
-which can take a saving from them, so it is off under ``inplace``. The conditional saving is
-encoded exactly (*Step encoding*).
+are unconditional, so their proofs stand. R3 needs two more things. (a) Moving ``m`` later can
+take a saving from an op ``u`` in between: ``u`` was the last reader of an input ``c`` of ``m``
+and wrote over it. But then ``m`` did not free ``c`` where it ran before, so of the ``F`` bytes
+``m`` could free at most ``F - |c|`` are live at ``u`` that were not, and ``u``'s lost saving is
+its output's size, which is ``|c|`` (candidates have the output's size): ``u`` sees at most
+``-K + F - |c| + |c| = F - K <= 0`` more, as before. (b) ``m``'s own step, just before ``s``,
+costs ``L_s - K + fr_m + O - sav_m`` where ``fr_m`` is what it frees there and ``sav_m`` its
+saving; at most ``W = max(F - z, F')`` over ``fr_m - sav_m`` (``z`` = its possible saving, ``F'``
+= its freeable non-candidate inputs; ``W = F`` for an op that cannot write in place). ``s`` pays
+at least ``L_s + out(s) - Z_s`` (``Z_s`` its possible saving), so R3 asks
+``W + O - K <= out(s) - Z_s``; under ``tflm`` this is the condition above. (RandWire's edge
+``Mul`` writes over its node's output when it reads it last: ``W = 0`` and R3 still applies.)
+The conditional saving is encoded exactly (*Step encoding*).
 
 Both rules hold for any state of the rest of the graph, so fusing to a fixpoint keeps at least
 one optimal order, and the search over items is exact.
@@ -226,9 +236,7 @@ def _segments(d: Dense, chain: list[int], fuse: bool) -> list[_Segment]:
 
 def _sinks(d: Dense, segs: list[_Segment]) -> dict[int, list[int]]:
     """Rule R3: for each op ``s`` heading a segment, the single-op segments that sink into it
-    (none under ``inplace``: see the module docstring)."""
-    if d.inplace:
-        return {}
+    (with the ``inplace`` conditions of the module docstring)."""
     heads = {seg.ops[0] for seg in segs}
     into: dict[int, list[int]] = {}
     for seg in segs:
@@ -242,7 +250,12 @@ def _sinks(d: Dense, segs: list[_Segment]) -> dict[int, list[int]]:
             continue
         out, kept = _out_bytes(d, m)
         fr = sum(d.sizes[t] for t in d.op_in[m] if not d.pinned[t])
-        if fr <= kept and fr + out - kept <= _out_bytes(d, s)[0]:
+        z = _saving(d, m)
+        worst = fr  # the most m's step can add over what it leaves (W in the docstring)
+        if z:
+            cand = set(d.reuse[m])
+            worst = max(fr - z, sum(d.sizes[t] for t in d.op_in[m] if not d.pinned[t] and t not in cand))
+        if fr <= kept and worst + out - kept <= _out_bytes(d, s)[0] - _saving(d, s):
             into.setdefault(s, []).append(m)
     # An op that sinks cannot take others with it: those stay items of their own.
     while True:
