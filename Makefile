@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp
 
-.PHONY: demo test lint bench clean
+PEERS  := .venv-peers
+
+.PHONY: demo test lint bench peers bench-offchip clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -41,5 +43,16 @@ lint: $(STAMP)-test
 bench: $(STAMP)-test
 	$(BIN)/python benchmarks/bench_scheduler.py
 
+# Peer tools the benchmarks compare against, in a venv of their own (not needed by the tests).
+$(PEERS)/.stamp:
+	$(PYTHON) -m venv $(PEERS) || python3 -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet tigris-ml==0.12.1
+	touch $@
+
+peers: $(PEERS)/.stamp
+
+bench-offchip: $(STAMP)-test $(PEERS)/.stamp
+	$(BIN)/python benchmarks/bench_offchip.py
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) $(PEERS) build src/*.egg-info

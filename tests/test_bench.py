@@ -167,3 +167,31 @@ def test_cli_bench_on_model_files(capsys: pytest.CaptureFixture[str]) -> None:
         assert all(r["peaks"]["optimal"] <= p for p in r["peaks"].values())
     assert rows["fan_concat_int8.tflite"]["peaks"]["listed"] == 73728  # the converter's order
     assert main(["bench", "no/such/model.onnx"]) == 2
+
+
+def test_bench_reports_offchip_traffic_per_budget(capsys: pytest.CaptureFixture[str]) -> None:
+    from serenity.planning.offchip import offchip_traffic
+
+    report = bench.run_bench(["swiftnet_cell_c"], element_bytes=1, time_limit=10, sram=[32 * 1024, 1 << 20])
+    row = report.rows[0]
+    small, big = row.traffic[32 * 1024], row.traffic[1 << 20]
+    assert big == {"listed": 0, "optimal": 0, "traffic": 0}  # everything fits: nothing moves
+    assert small["traffic"] is not None and small["listed"] is not None
+    assert 0 < small["traffic"] <= small["listed"]  # the traffic order never loses to the listed one
+    g, _ = bench.load_zoo_graph("swiftnet_cell_c", element_bytes=1)
+    assert small["listed"] == offchip_traffic(g, g.listed_order, 32 * 1024).traffic
+    summary = report.traffic_vs_listed[32 * 1024]
+    assert summary["networks"] == 1 and summary["ours"] == small["listed"] / small["traffic"]
+    doc = report.as_dict()
+    assert doc["traffic_vs_listed"][0]["paper"] == 1.52
+    assert doc["rows"][0]["traffic"][0] == {"sram": 32 * 1024, **small}
+    assert "traffic_listed_32768" in csv_text(report).splitlines()[0]
+
+
+def test_cli_bench_sram_and_inplace(capsys: pytest.CaptureFixture[str]) -> None:
+    from serenity.cli import main
+
+    assert main(["bench", "--only", "swiftnet_cell_c", "--int8", "--sram", "32K", "--memory-model",
+                 "inplace", "--time-limit", "10"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "Off-chip traffic" in out and "inplace memory model" in out and "paper 1.52×" in out

@@ -11,6 +11,13 @@ The summary is the paper's headline: the geometric mean over networks of ``peak(
 peak(method)`` -- how much lower than the framework's own order each method goes (Ahn et al.
 report 1.68× with the DP and 1.86× with rewriting against TensorFlow Lite's order) -- and, for
 the best method, the geomean of ``peak(baseline) / peak(best)`` against each baseline.
+
+With SRAM budgets (``serenity bench --sram 32K,64K,128K,256K``) each network also gets its
+off-chip traffic per budget (:mod:`serenity.planning.offchip`): of the listed order, of the
+peak-optimal order, and of the order :func:`serenity.schedulers.traffic.schedule_traffic`
+chooses for that budget; the summary is the geomean of ``traffic(listed) / traffic(ours)`` per
+budget beside the paper's (:data:`PAPER_TRAFFIC`). Every figure follows the graphs' memory model
+(``--memory-model``).
 """
 
 from __future__ import annotations
@@ -18,11 +25,11 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from serenity.ir import Graph, with_alignment, with_element_size
+from serenity.ir import Graph, with_alignment, with_element_size, with_memory_model
 from serenity.schedulers import BASELINES, SCHEDULERS
 from serenity.schedulers.result import ScheduleResult, op_lower_bound
 
@@ -38,6 +45,13 @@ QUICK = (
 )
 OPTIMAL = "optimal"
 REWRITE = "optimal+rewrite"
+#: Ahn et al. (MLSys 2020), off-chip traffic of TensorFlow Lite's order over Serenity's, by
+#: on-chip budget in bytes.
+PAPER_TRAFFIC = {32 * 1024: 1.52, 64 * 1024: 1.49, 128 * 1024: 1.51, 256 * 1024: 1.76}
+#: Orders whose traffic the bench reports per budget (``traffic`` = :func:`schedule_traffic`).
+TRAFFIC_ORDERS = ("listed", "optimal", "traffic")
+#: Seconds :func:`schedule_traffic`'s local search gets per network and budget.
+TRAFFIC_SECONDS = 2.0
 
 #: Rewrites and schedules a network within a time limit: the schedule and the rewritten graph.
 Rewriter = Callable[[float | None], "tuple[ScheduleResult, Graph]"]
@@ -77,6 +91,9 @@ class BenchRow:
     runs: dict[str, MethodRun]
     lower_bound: int
     proven: bool
+    #: Per SRAM budget, per order of :data:`TRAFFIC_ORDERS`, the off-chip bytes moved (``None``:
+    #: an op alone does not fit that budget).
+    traffic: dict[int, dict[str, int | None]] = field(default_factory=dict)
 
     @property
     def best(self) -> MethodRun:
@@ -109,6 +126,12 @@ class BenchReport:
     reference: str
     vs_baselines: dict[str, float] = field(default_factory=dict)
     rewrite_gain: float | None = None
+    #: Per budget: ``{"ours": geomean traffic(listed)/traffic(traffic order), "optimal": the same
+    #: for the peak-optimal order, "networks": how many rows had listed traffic > 0, "zeroed":
+    #: how many of them the traffic order brought to 0}``; the geomeans are over the rows where
+    #: both are > 0.
+    traffic_vs_listed: dict[int, dict[str, float]] = field(default_factory=dict)
+    memory_model: str = "tflm"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -120,6 +143,11 @@ class BenchReport:
             "geomean_rewrite_over_optimal": None
             if self.rewrite_gain is None
             else round(self.rewrite_gain, 4),
+            "memory_model": self.memory_model,
+            "traffic_vs_listed": [
+                {"sram": b, **{k: round(v, 4) for k, v in v.items()}, "paper": PAPER_TRAFFIC.get(b)}
+                for b, v in self.traffic_vs_listed.items()
+            ],
             "rows": [
                 {
                     "network": r.network,
@@ -132,6 +160,7 @@ class BenchReport:
                     "seconds": {m: round(run.seconds, 4) for m, run in r.runs.items()},
                     "proven_by": [m for m, run in r.runs.items() if run.proven],
                     "peak_op": {m: run.peak_op for m, run in r.runs.items() if run.peak_op},
+                    **({"traffic": [{"sram": b, **t} for b, t in r.traffic.items()]} if r.traffic else {}),
                 }
                 for r in self.rows
             ],
@@ -231,6 +260,7 @@ def bench_graph(
     time_limit: float | None = 60.0,
     progress: Progress | None = None,
     rewrite: Rewriter | None = None,
+    sram: Sequence[int] = (),
 ) -> BenchRow:
     """Run every method on one graph.
 
@@ -243,12 +273,14 @@ def bench_graph(
         time_limit: Seconds each method may take (the exact search reports what it proved).
         progress: Called with ``(network, method)`` before each method runs.
         rewrite: The ``optimal+rewrite`` method (default: :func:`rewriter` of ``graph``).
+        sram: On-chip budgets at which to report off-chip traffic (:attr:`BenchRow.traffic`).
 
     Returns:
         The row.
     """
     methods = list(methods or methods_available())
     runs: dict[str, MethodRun] = {}
+    results: dict[str, ScheduleResult] = {}
     for m in methods:
         if progress:
             progress(name, m)
@@ -258,6 +290,7 @@ def bench_graph(
             where = peak_op(g, r.order)
         else:
             r = SCHEDULERS[m](graph, time_limit=time_limit)
+            results[m] = r
             if m == OPTIMAL:
                 where = peak_op(graph, r.order)
         runs[m] = MethodRun(m, r.peak, r.lower_bound, r.proven_optimal and m != REWRITE, r.seconds, where)
@@ -266,7 +299,51 @@ def bench_graph(
     bound = max([op_lower_bound(graph), *(r.lower_bound for r in plain)])
     best_plain = min(r.peak for r in plain)
     proven = any(r.proven for r in plain) or best_plain == bound
-    return BenchRow(name, family, len(graph.ops), element_bytes, runs, bound, proven)
+    traffic = {b: _traffic(graph, b, results, name, progress) for b in sram}
+    return BenchRow(name, family, len(graph.ops), element_bytes, runs, bound, proven, traffic)
+
+
+def _traffic(
+    graph: Graph, sram: int, results: dict[str, ScheduleResult], name: str, progress: Progress | None
+) -> dict[str, int | None]:
+    """Off-chip bytes of each order of :data:`TRAFFIC_ORDERS` at ``sram`` (``None``: no fit)."""
+    from serenity.planning.offchip import OpDoesNotFit, offchip_traffic
+    from serenity.schedulers.traffic import schedule_traffic
+
+    if progress:
+        progress(name, f"traffic {sram // 1024} KiB")
+    out: dict[str, int | None] = {}
+    listed = results.get("listed")
+    optimal = results.get(OPTIMAL)
+    for key, r in (("listed", listed), ("optimal", optimal)):
+        if r is None:
+            continue
+        try:
+            out[key] = offchip_traffic(graph, r.order, sram).traffic
+        except OpDoesNotFit:
+            out[key] = None
+    try:
+        chosen = schedule_traffic(graph, sram, time_limit=TRAFFIC_SECONDS, peak_result=optimal)
+        out["traffic"] = int(chosen.stats["traffic"]["traffic"])
+    except OpDoesNotFit:
+        out["traffic"] = None
+    return out
+
+
+def summarize_traffic(rows: Sequence[BenchRow]) -> dict[int, dict[str, float]]:
+    """Per budget, the geomean traffic reductions over ``rows`` (see :class:`BenchReport`)."""
+    budgets = sorted({b for r in rows for b in r.traffic})
+    out: dict[int, dict[str, float]] = {}
+    for b in budgets:
+        entry: dict[str, float] = {}
+        cells = [r.traffic[b] for r in rows if b in r.traffic and r.traffic[b].get("listed")]
+        entry["networks"] = len(cells)
+        entry["zeroed"] = sum(1 for c in cells if c.get("traffic") == 0)
+        for key, col in (("ours", "traffic"), ("optimal", "optimal")):
+            ratios = [c["listed"] / c[col] for c in cells if c.get(col)]  # type: ignore[operator]
+            entry[key] = geomean(ratios)
+        out[b] = entry
+    return out
 
 
 def geomean(values: Sequence[float]) -> float:
@@ -291,7 +368,7 @@ def summarize(rows: list[BenchRow], methods: Sequence[str]) -> BenchReport:
             ]
             vs_baselines[b] = geomean(vals)
     gain = geomean([r.ratio(REWRITE, OPTIMAL) for r in rows]) if {REWRITE, OPTIMAL} <= set(methods) else None
-    return BenchReport(rows, list(methods), vs_listed, reference, vs_baselines, gain)
+    return BenchReport(rows, list(methods), vs_listed, reference, vs_baselines, gain, summarize_traffic(rows))
 
 
 def run_bench(
@@ -301,6 +378,8 @@ def run_bench(
     time_limit: float | None = 60.0,
     methods: Sequence[str] | None = None,
     progress: Progress | None = None,
+    sram: Sequence[int] = (),
+    memory_model: str = "tflm",
 ) -> BenchReport:
     """Benchmark zoo networks ``names``.
 
@@ -310,6 +389,8 @@ def run_bench(
         time_limit: Per method and network, in seconds.
         methods: Column order (default :func:`methods_available`).
         progress: Called with ``(network, method)`` before each step.
+        sram: On-chip budgets at which to report off-chip traffic.
+        memory_model: ``"tflm"`` or ``"inplace"`` (:mod:`serenity.memory`), for every figure.
 
     Returns:
         The report.
@@ -333,7 +414,12 @@ def run_bench(
         if progress:
             progress(n, "import")
         graph, family = load_zoo_graph(n, element_bytes=element_bytes)
-        rewrite = rewriter_for_file(n, element_bytes) if is_model_file(n) and REWRITE in methods else None
+        graph = with_memory_model(graph, memory_model)
+        rewrite = (
+            rewriter_for_file(n, element_bytes, memory_model)
+            if is_model_file(n) and REWRITE in methods
+            else None
+        )
         rows.append(
             bench_graph(
                 n,
@@ -344,16 +430,19 @@ def run_bench(
                 time_limit=time_limit,
                 progress=progress,
                 rewrite=rewrite,
+                sram=sram,
             )
         )
-    return summarize(rows, methods)
+    report = summarize(rows, methods)
+    return replace(report, memory_model=memory_model)
 
 
-def rewriter_for_file(path: str, element_bytes: int) -> Rewriter:
+def rewriter_for_file(path: str, element_bytes: int, memory_model: str = "tflm") -> Rewriter:
     """The ``optimal+rewrite`` method for a model file: its own format's dialect, its sizes
     before alignment, judged at its runtime's alignment (16 B for ``.tflite``)."""
     from serenity.formats import dialect_for, load
 
     model = load(path)
     graph = model.graph if element_bytes == 4 else with_element_size(model.graph, element_bytes)
+    graph = with_memory_model(graph, memory_model)
     return rewriter(graph, dialect_for(model), 16 if model.format == "tflite" else 1)

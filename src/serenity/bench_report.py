@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from serenity.bench import BenchReport
+from serenity.bench import TRAFFIC_ORDERS, BenchReport
 from serenity.fsutil import atomic_path, atomic_write_bytes
 
 
@@ -14,9 +14,12 @@ def csv_text(report: BenchReport) -> str:
     """One line per network: peaks and seconds per method, the bound, the proof, the ratios.
 
     Columns: ``network, family, ops, element_bytes, peak_<m>..., lower_bound, proven,
-    seconds_<m>..., listed_over_<m>...`` for each method ``m`` in column order.
+    seconds_<m>..., listed_over_<m>...`` for each method ``m`` in column order, then with SRAM
+    budgets ``traffic_<order>_<bytes>`` for each budget and order of :data:`TRAFFIC_ORDERS`
+    (empty where an op alone does not fit).
     """
     methods = report.methods
+    budgets = sorted(report.traffic_vs_listed)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
@@ -25,6 +28,7 @@ def csv_text(report: BenchReport) -> str:
         + ["lower_bound", "proven"]
         + [f"seconds_{m}" for m in methods]
         + [f"listed_over_{m}" for m in methods if m != "listed"]
+        + [f"traffic_{o}_{b}" for b in budgets for o in TRAFFIC_ORDERS]
     )
     for r in report.rows:
         w.writerow(
@@ -33,6 +37,7 @@ def csv_text(report: BenchReport) -> str:
             + [r.lower_bound, int(r.proven)]
             + [f"{r.runs[m].seconds:.4f}" for m in methods]
             + [f"{r.ratio(m):.4f}" for m in methods if m != "listed"]
+            + [_cell(r.traffic.get(b, {}).get(o)) for b in budgets for o in TRAFFIC_ORDERS]
         )
     return buf.getvalue()
 
@@ -116,3 +121,30 @@ def table_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
         cells.append(f"{sum(run.seconds for run in r.runs.values()):.2f}")
         out.append(cells)
     return cols, out
+
+
+def _cell(v: int | None) -> str:
+    return "" if v is None else str(v)
+
+
+def traffic_rows(report: BenchReport) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of the off-chip table: per budget, the KiB moved per inference by the
+    listed order, by the peak-optimal order and by the order chosen for that budget."""
+    budgets = sorted(report.traffic_vs_listed)
+    cols = ["network", "optimal peak"] + [f"{b // 1024} KiB: listed / optimal / ours" for b in budgets]
+    out = []
+    for r in report.rows:
+        peak = r.runs["optimal"].peak if "optimal" in r.runs else r.best.peak
+        out.append([r.network, f"{peak / 1024:.1f}", *(_traffic_cell(r.traffic.get(b, {})) for b in budgets)])
+    return cols, out
+
+
+def _traffic_cell(t: dict[str, int | None]) -> str:
+    """``listed / optimal / ours`` off-chip KiB, ``0`` when nothing moves in any, ``no fit`` when
+    an op alone exceeds the budget."""
+    vals = [t.get(k) for k in TRAFFIC_ORDERS]
+    if any(v is None for v in vals):
+        return "no fit"
+    if not any(vals):
+        return "0"
+    return " / ".join(f"{v / 1024:.1f}" for v in vals)  # type: ignore[operator]

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from serenity.commands.common import duration
+from serenity.commands.common import add_memory_model, byte_sizes, duration
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +40,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--csv", metavar="FILE", help="write one CSV line per network")
     p.add_argument("--plot", metavar="FILE.png", help="write grouped peak bars and scheduling times")
+    p.add_argument(
+        "--sram",
+        type=byte_sizes,
+        metavar="SIZES",
+        default=[],
+        help="on-chip budgets (e.g. 32K,64K,128K,256K): add each network's off-chip traffic under "
+        "the listed order and ours, and the geomean reduction per budget beside the paper's",
+    )
+    add_memory_model(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run)
 
@@ -74,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     element_bytes = 1 if args.int8 else args.element_size
     time_limit = min(args.time_limit, 5.0) if args.quick else args.time_limit
     methods = methods_available()
-    steps = len(names) * (len(methods) + 1)
+    steps = len(names) * (len(methods) + 1 + len(args.sram))
     console = Console(file=sys.stderr)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -90,7 +99,13 @@ def run(args: argparse.Namespace) -> int:
             started[0] += 1
 
         report = run_bench(
-            names, element_bytes=element_bytes, time_limit=time_limit, methods=methods, progress=progress
+            names,
+            element_bytes=element_bytes,
+            time_limit=time_limit,
+            methods=methods,
+            progress=progress,
+            sram=sorted(set(args.sram)),
+            memory_model=args.memory_model,
         )
         bar.update(task, completed=steps)
     if args.csv:
@@ -106,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         if args.models and element_bytes == 4
         else f"{element_bytes} B/element"
     )
-    t = Table(title=f"Peak activation memory in KiB, {sizes} (* = proven optimal)",
+    model = "" if args.memory_model == "tflm" else f", {args.memory_model} memory model"
+    t = Table(title=f"Peak activation memory in KiB, {sizes}{model} (* = proven optimal)",
               title_justify="left")  # fmt: skip
     for i, c in enumerate(cols):
         t.add_column(c, justify="left" if i == 0 else "right", no_wrap=True)
@@ -122,6 +138,26 @@ def run(args: argparse.Namespace) -> int:
         )
     vs = ", ".join(f"{b} {v:.2f}×" for b, v in report.vs_baselines.items())
     print(f"geomean peak(baseline) / peak({report.reference}): {vs}")
+    if report.traffic_vs_listed:
+        from serenity.bench import PAPER_TRAFFIC
+        from serenity.bench_report import traffic_rows
+
+        cols, rows = traffic_rows(report)
+        t = Table(title="Off-chip traffic in KiB per inference (written + read; 'no fit': one op "
+                  "alone exceeds the budget)", title_justify="left")  # fmt: skip
+        for i, c in enumerate(cols):
+            t.add_column(c, justify="left" if i == 0 else "right", no_wrap=True)
+        for r in rows:
+            t.add_row(*r)
+        Console(file=sys.stdout, width=max(160, Console().width)).print(t)
+        print("geomean off-chip traffic(listed) / traffic(ours), over networks that spill:")
+        for b, v in report.traffic_vs_listed.items():
+            paper = PAPER_TRAFFIC.get(b)
+            print(
+                f"  {b // 1024:>4} KiB: {v['ours']:.2f}× (peak-optimal order alone {v['optimal']:.2f}×; "
+                f"{int(v['networks'])} networks spill, {int(v['zeroed'])} of them not at all in our "
+                f"order)" + (f"; paper {paper:.2f}×" if paper else "")
+            )
     if "optimal" not in methods:
         print("note: no 'optimal' scheduler is registered; only baselines were run", file=sys.stderr)
     for path in (args.csv, args.plot):
