@@ -26,8 +26,8 @@ import numpy as np
 
 from serenity.errors import OrderError, RuntimeFailure, SerenityError
 from serenity.formats import Model, load
-from serenity.ir import with_alignment
-from serenity.memory import simulate
+from serenity.ir import with_alignment, with_memory_model
+from serenity.memory import check_memory_model, simulate
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +84,13 @@ def verify(
     dims: Mapping[str, int] | None = None,
     rtol: float = 1e-5,
     atol: float = 0.0,
+    memory_model: str = "tflm",
 ) -> VerifyReport:
     """Verify ``reordered`` against ``original`` (see the module docstring for the checks).
 
     Args:
+        memory_model: How the reported peaks are counted (:mod:`serenity.memory`); the checks
+            do not depend on it.
         rtol: A rewritten graph's float outputs may differ by ``rtol`` times the output's
             largest magnitude.
         atol: A rewritten graph's outputs may also differ by this much (integer outputs of a
@@ -96,11 +99,12 @@ def verify(
     Raises:
         SerenityError: either file cannot be loaded, or a runtime cannot run the original.
     """
+    check_memory_model(memory_model)
     a, b = load(original, dims=dims, require_data=True), load(reordered, dims=dims, require_data=True)
     problems: list[str] = []
     if a.format != b.format:
         problems.append(f"formats differ: {a.format} vs {b.format}")
-        return _report(a, b, problems, False, False, None, "none", 0, 0.0, seed)
+        return _report(a, b, problems, False, False, None, "none", 0, 0.0, seed, memory_model)
     structure = _structure_problem(a, b)
     relation = "reordering"
     if structure and _io_problem(a, b) is None:
@@ -149,7 +153,9 @@ def verify(
             problems.append(
                 f"TFLite Micro's arena ({arenas[1]} B) is not the embedded plan's ({planned[0]} B)"
             )
-    rep = _report(a, b, problems, not structure, order_ok, identical, runtime, n_out, diff, seed)
+    rep = _report(
+        a, b, problems, not structure, order_ok, identical, runtime, n_out, diff, seed, memory_model
+    )
     return replace(
         rep,
         relation=relation,
@@ -172,9 +178,13 @@ def _report(
     n_out: int,
     diff: float,
     seed: int,
+    memory_model: str = "tflm",
 ) -> VerifyReport:
     # Peaks under the runtime's accounting: TFLite Micro rounds every buffer up to 16 bytes.
-    ga, gb = (with_alignment(m.graph, 16) if m.format == "tflite" else m.graph for m in (a, b))
+    ga, gb = (
+        with_memory_model(with_alignment(m.graph, 16) if m.format == "tflite" else m.graph, memory_model)
+        for m in (a, b)
+    )
     peak_b = simulate(gb, gb.listed_order).peak if order_ok and structure else None
     peak_a = None if ga.listed_problem else simulate(ga, ga.listed_order).peak
     return VerifyReport(

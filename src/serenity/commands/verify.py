@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from serenity.commands.common import add_common, emit_json, parse_dims, seed, tolerance
+from serenity.commands.common import add_common, add_memory_model, emit_json, parse_dims, seed, tolerance
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "optimize --allow-requantize; default 0)",
     )  # fmt: skip
     add_common(p)
+    add_memory_model(p)
     p.set_defaults(func=run)
 
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     rep = verify(
         Path(args.original), Path(args.reordered), seed=args.seed, dims=parse_dims(args.dim),
-        rtol=args.rtol, atol=args.atol,
+        rtol=args.rtol, atol=args.atol, memory_model=args.memory_model,
     )  # fmt: skip
     if args.json:
         emit_json(rep.as_dict())
@@ -56,10 +57,20 @@ def run(args: argparse.Namespace) -> int:
         "Verify",
         ["", ""],
         [
-            ("structure", "same model" if rep.structure_equal else
-             "other ops, same inputs and outputs" if rep.relation == "rewritten" else "DIFFERENT"),
-            ("relation", "reordering: the same ops in another order" if rep.relation == "reordering"
-             else "rewritten graph (not a reordering): same inputs and outputs, other ops"),
+            (
+                "structure",
+                "same model"
+                if rep.structure_equal
+                else "other ops, same inputs and outputs"
+                if rep.relation == "rewritten"
+                else "DIFFERENT",
+            ),
+            (
+                "relation",
+                "reordering: the same ops in another order"
+                if rep.relation == "reordering"
+                else "rewritten graph (not a reordering): same inputs and outputs, other ops",
+            ),
             ("order", "topological" if rep.order_valid else "INVALID"),
             ("runtime", rep.runtime),
             ("outputs", f"{rep.outputs} {ident[rep.outputs_identical]}"),
