@@ -12,12 +12,15 @@ cheapest of:
    most ``sram`` it moves nothing, which is optimal (and proven): the search ends there.
 2. **Every baseline order** (:data:`~serenity.schedulers.BASELINES`: listed, bfs, dfs, xla-list,
    greedy).
-3. **A local search** from the best so far: in passes over the ops (by index), move one op to
-   another position that keeps the order topological -- the ends of its window (right after its
-   last producer, right before its first reader) or beside an op it shares a tensor with -- and
-   keep the first move that strictly lowers the traffic. It stops when a pass improves nothing,
-   when the traffic meets the lower bound, after :data:`MAX_EVALUATIONS` orders, or when its
-   time runs out (:data:`DEFAULT_SEARCH_SECONDS` without a ``time_limit``).
+3. **A local search** from the best so far: in passes over the ops, nearest to the traffic
+   first (:func:`_by_pressure`), move one op to another position that keeps the order
+   topological and keep the first move that strictly lowers the traffic. A narrow pass tries the
+   ends of the op's window (right after its last producer, right before its first reader) and
+   the places beside each op it shares a tensor with; when a narrow pass improves nothing, a wide
+   pass tries every position of the window, and an improvement returns to narrow passes. It
+   stops when a wide pass improves nothing, when the traffic meets the lower bound, after
+   :data:`MAX_EVALUATIONS` orders, or when its time runs out (:data:`DEFAULT_SEARCH_SECONDS`
+   without a ``time_limit``).
 
 Ties keep the earlier candidate (the peak-optimal order first), so the result is reproducible
 from its inputs unless the time limit, rather than the evaluation cap, ends the search. The
@@ -39,8 +42,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from serenity.ir import Graph
-from serenity.memory import simulate
-from serenity.planning.offchip import OpDoesNotFit, Traffic, run_policy, traffic_lower_bound
+from serenity.memory import simulate, simulate_dense
+from serenity.planning.offchip import EVICT, OpDoesNotFit, Traffic, run_policy, traffic_lower_bound
 from serenity.schedulers.clock import Deadline
 from serenity.schedulers.result import ScheduleResult, make_result
 
@@ -184,12 +187,12 @@ def local_search(
         return None
 
     stopped = stop_reason()
-    improved = stopped is None
-    while improved and stopped is None:
+    wide = False  # narrow: next to neighbours; wide: anywhere in the window
+    while stopped is None:
         improved = False
-        for v in range(n):
+        for v in _by_pressure(graph, order, sram):
             p = pos[v]
-            for q in _targets(d.preds[v], d.succs[v], neighbours[v], pos, p, n):
+            for q in _targets(d.preds[v], d.succs[v], None if wide else neighbours[v], pos, p, n):
                 if (stopped := stop_reason()) is not None:
                     break
                 trial = order[:p] + order[p + 1 :]
@@ -208,17 +211,53 @@ def local_search(
                     break
             if stopped is not None:
                 break
+        if not improved:
+            if wide:
+                break
+            wide = True
+        else:
+            wide = False
     stopped = stop_reason() or stopped or "no move improves"
     return tuple(order), cost, {"evaluations": evaluations, "moves": moves, "stopped": stopped}
 
 
+def _by_pressure(graph: Graph, order: Sequence[int], sram: int) -> list[int]:
+    """The ops in the order a pass tries them: nearest to the traffic first. Distance 0 for an op
+    that runs while the live bytes exceed ``sram`` or that writes or reads a tensor the policy
+    evicts; otherwise the number of steps to the nearest step over ``sram``. Ties by index."""
+    d = graph.dense
+    n = len(order)
+    during = simulate_dense(d, order).during
+    trace: list[tuple[int, str, int]] = []
+    run_policy(graph, order, sram, trace)
+    touched = {t for _, kind, t in trace if kind == EVICT}
+    far = n + 1
+    dist = [0 if during[k] > sram else far for k in range(n)]
+    for k in range(1, n):  # distance to the nearest step over the budget, both ways
+        dist[k] = min(dist[k], dist[k - 1] + 1)
+    for k in range(n - 2, -1, -1):
+        dist[k] = min(dist[k], dist[k + 1] + 1)
+    for k, v in enumerate(order):
+        if any(t in touched for t in (*d.op_in[v], *d.op_out[v])):
+            dist[k] = 0
+    return [order[k] for k in sorted(range(n), key=lambda k: (dist[k], order[k]))]
+
+
 def _targets(
-    preds: Sequence[int], succs: Sequence[int], neighbours: Sequence[int], pos: Sequence[int], p: int, n: int
+    preds: Sequence[int],
+    succs: Sequence[int],
+    neighbours: Sequence[int] | None,
+    pos: Sequence[int],
+    p: int,
+    n: int,
 ) -> list[int]:
-    """Positions (in the order after the move) op at ``p`` may take, in ascending order: the ends
-    of its window and the places right before and after each neighbour; the current one left out."""
+    """Positions (in the order after the move) the op at ``p`` may take, ascending, the current
+    one left out: with ``neighbours``, the ends of its window and the places right before and
+    after each neighbour; without, every position of the window."""
     lo = max((pos[u] for u in preds), default=-1) + 1
     hi = min((pos[w] for w in succs), default=n) - 1
+    if neighbours is None:
+        return [q for q in range(lo, hi + 1) if q != p]
     found = {lo, hi}
     for u in neighbours:
         pu = pos[u]
