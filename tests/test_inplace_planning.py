@@ -378,3 +378,20 @@ def test_plan_command_gives_every_tensor_of_a_chain_its_offset(
     assert len(offsets) == len(m.graph.activations)
     assert offsets["c1"] == offsets["r"] == offsets["l"] == offsets["a"]
     assert out["arena_bytes"] == out["peak_bytes"] == 34816
+
+
+def test_verify_accepts_an_inplace_plan(handmade: Model, tmp_path: Path) -> None:
+    """``serenity verify``'s checks on the written file: same model, bit-identical outputs in
+    TFLite Micro, and TFLM's arena is the embedded plan's, below the file's own."""
+    pytest.importorskip("serenity.runtime.tflm")
+    from serenity.verify import verify
+
+    order = list(handmade.graph.listed_order)
+    data, arena = _planned(handmade, order, "inplace")
+    out = tmp_path / "planned.tflite"
+    out.write_bytes(data)
+    rep = verify(handmade.path, out, memory_model="inplace")
+    assert rep.ok and rep.outputs_identical and rep.plan_honoured, rep.problems
+    assert rep.runtime == "tflite-micro" and rep.relation == "reordering"
+    assert rep.arena_reordered == rep.arena_planned == arena == 34816
+    assert rep.arena_original == 49152

@@ -3,6 +3,8 @@
 Every planner shares one signature, ``plan(buffers, *, time_limit=None) -> ArenaPlan``, over the
 buffers of :func:`buffers_of` (or a plain buffer list, as minimalloc's CSV gives), and returns
 one record, :class:`ArenaPlan`. :func:`check_plan` validates any placement independently.
+Under the ``inplace`` memory model an op's output and the dying input it overwrites are one
+buffer (:attr:`Buffer.aliases`), so every planner keeps them at one offset.
 
 The exact planner (:mod:`.exact`) is imported on first use: its compiled search imports numba,
 which a command that never plans (``serenity schedule`` without ``--embed-plan``) should not pay
