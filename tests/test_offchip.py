@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dags import random_dag
+from dags import random_dag, random_topological_order
 from serenity import zoo
 from serenity.errors import OrderError, UnsupportedError
 from serenity.formats import load
@@ -330,8 +330,6 @@ def test_exact_refuses_a_program_above_the_cap(monkeypatch: pytest.MonkeyPatch) 
 @settings(max_examples=150, deadline=None)
 @given(graphs, st.integers(0, 2**32 - 1))
 def test_policy_equals_the_reference(g: Graph, seed: int) -> None:
-    from dags import random_topological_order
-
     order = random_topological_order(g, random.Random(seed))
     for sram in budgets(g, order):
         try:
@@ -349,8 +347,6 @@ def test_policy_equals_the_reference(g: Graph, seed: int) -> None:
 @settings(max_examples=60, deadline=None)
 @given(tiny_graphs, st.integers(0, 2**32 - 1))
 def test_exact_equals_brute_force_and_never_loses_to_the_policy(g: Graph, seed: int) -> None:
-    from dags import random_topological_order
-
     order = random_topological_order(g, random.Random(seed))
     for sram in budgets(g, order)[::2]:
         try:
