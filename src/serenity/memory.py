@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from serenity.ir import Dense, Graph, Op
+from serenity.ir import Dense, Graph, Op, Tensor
 
 #: The memory models (see the module docstring). ``"tflm"`` is the default everywhere.
 MEMORY_MODELS = ("tflm", "inplace")
@@ -71,23 +71,45 @@ def check_memory_model(name: str) -> str:
 def reuse_candidates(graph: Graph, op: Op) -> tuple[str, ...]:
     """The inputs ``op``'s output may overwrite under ``"inplace"``, in input order: ``op`` is an
     :data:`INPLACE_OPS` type with exactly one activation output, and each candidate is a
-    distinct activation input of the same (non-zero) size that is not a graph output."""
+    distinct activation input of the same (non-zero) size, element count and element size (so
+    the same raw bytes, whatever the accounting), that is not a graph output."""
     if op.type not in INPLACE_OPS:
         return ()
     outs = [n for n in op.outputs if n and graph.tensors[n].is_activation]
     if len(outs) != 1:
         return ()
-    size = graph.tensors[outs[0]].nbytes
-    if size == 0:
+    out = graph.tensors[outs[0]]
+    if out.nbytes == 0:
         return ()
     found: list[str] = []
     for n in op.inputs:
         t = graph.tensors.get(n) if n else None
         if t is None or not t.is_activation or t.is_output or n in found or n == outs[0]:
             continue
-        if t.nbytes == size:
+        if _same_bytes(t, out):
             found.append(n)
     return tuple(found)
+
+
+#: Bytes per element of the dtypes whose raw sizes :func:`_same_bytes` compares.
+_ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "bfloat16": 2,
+             "int32": 4, "uint32": 4, "float32": 4, "int64": 8, "uint64": 8, "float64": 8}  # fmt: skip
+
+
+def _same_bytes(a: Tensor, b: Tensor) -> bool:
+    """Whether ``a`` and ``b`` hold the same raw bytes (elements x element size), not only the
+    same accounted size: aligned sizes (:func:`serenity.ir.with_alignment`) round a 1-byte
+    broadcast input up to an output's 16, and no runtime can write one over the other."""
+    if a.nbytes != b.nbytes or _numel(a) != _numel(b):
+        return False
+    return a.dtype == b.dtype or _ITEMSIZE.get(a.dtype, -1) == _ITEMSIZE.get(b.dtype, -2)
+
+
+def _numel(t: Tensor) -> int:
+    n = 1
+    for s in t.shape:
+        n *= s
+    return n
 
 
 @dataclass(frozen=True, slots=True)

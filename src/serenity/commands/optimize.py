@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if arena is not None:
         from serenity.formats.tflite_plan import save_tflite_with_plan
 
-        save_tflite_with_plan(out_model, order, arena["offsets"], dst)
+        save_tflite_with_plan(out_model, order, arena["offsets"], dst, memory_model=mm)
     else:
         save(out_model, order, dst)
     peak = simulate(out_graph, order).peak

@@ -12,6 +12,7 @@ from serenity.commands.common import (
     Deadline,
     add_alignment,
     add_common,
+    add_memory_model,
     alignment_for,
     duration,
     emit_json,
@@ -54,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-o", "--output", metavar="OUT.csv", help="with --buffers: write the list with an offset column"
     )
     add_alignment(p)
+    add_memory_model(p)
     add_common(p)
     p.set_defaults(func=run)
 

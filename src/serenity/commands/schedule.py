@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         from serenity.formats.tflite_plan import save_tflite_with_plan
 
         assert arena is not None
-        save_tflite_with_plan(model, order, arena["offsets"], dst)
+        save_tflite_with_plan(model, order, arena["offsets"], dst, memory_model=graph.memory_model)
     else:
         save(model, order, dst)
     save_seconds = time.perf_counter() - t1
@@ -254,13 +254,17 @@ def choose_arena(
     from serenity.schedulers import BASELINES
 
     def buffers_for(order: tuple[int, ...]) -> tuple[Any, ...]:
-        return target_buffers(model.graph, order, fmt=model.format, alignment=align).buffers
+        return target_buffers(
+            model.graph, order, fmt=model.format, alignment=align, memory_model=graph.memory_model
+        ).buffers
 
     baselines = [fn(graph) for fn in BASELINES.values()] if len(graph.ops) <= 5000 else []
     joint = plan_with_order(
         graph, result, buffers_for, PLANNERS[planner_name], time_limit=deadline.left(), baselines=baselines
     )
-    target = target_buffers(model.graph, joint.order, fmt=model.format, alignment=align)
+    target = target_buffers(
+        model.graph, joint.order, fmt=model.format, alignment=align, memory_model=graph.memory_model
+    )
     check_plan(target.buffers, joint.plan.offsets)  # never write a plan that was not checked
     return {
         "order": joint.order,
