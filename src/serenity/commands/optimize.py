@@ -52,12 +52,53 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="(int8 .tflite) allow channel-wise partitioning, which moves int8 rounding; the "
         "largest output difference on seeded inputs is measured and reported",
     )
+    p.add_argument(
+        "--tiles",
+        type=tiles_arg,
+        default="auto",
+        metavar="auto|NxM|off",
+        help="patch-based execution of the first layers: auto (default) tries the split tensors "
+        "and grids 2x2..8x8 and keeps the lowest proven peak if it is lower; NxM one grid; off",
+    )
+    p.add_argument(
+        "--max-overhead",
+        type=percent,
+        default=20.0,
+        metavar="PCT",
+        help="largest extra compute of the tiles' overlapping halos, %% of the tiled layers' MACs "
+        "(default 20)",
+    )
     p.add_argument("--time-limit", type=duration, metavar="S", help="seconds for the whole command")
     p.add_argument("--seed", type=seed, default=0, help="seed of the inputs --allow-requantize measures on")
     add_alignment(p)
     add_memory_model(p)
     add_common(p)
     p.set_defaults(func=run)
+
+
+def tiles_arg(text: str) -> Any:
+    """``--tiles``: auto, off or NxM."""
+    from serenity.rewrites.tiling_search import parse_tiles
+
+    try:
+        return parse_tiles(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def percent(text: str) -> float:
+    """A percentage in [0, 1000]."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 <= v <= 1000:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a percentage between 0 and 1000")
+    return v
+
+
+#: Seconds one tiled graph's schedule may take during the ``--tiles`` search.
+TILE_SCHEDULE_SECONDS = 10.0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +129,17 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with status(f"scheduling {len(graph.ops)} ops", quiet=args.json):
         base = schedule_dp(graph, time_limit=deadline.left())
+    source, scheduled = model, base
+    tiling: dict[str, Any] | None = None
+    choice = None
+    if args.tiles != "off" and not args.no_rewrite:
+        choice, tiled_model = _tile(model, base, counted, args, deadline)
+        tiling = _tiling_dict(choice, args.explain or args.json)
+        if tiled_model is not None:
+            model = tiled_model
+            with status(f"scheduling {len(model.graph.ops)} ops (tiled)", quiet=args.json):
+                base = schedule_dp(counted(model.graph), time_limit=deadline.left())
+            tiling["peak"], tiling["proven"] = base.peak, base.proven_optimal
     out_model, result, outcome = model, base, None
     if not args.no_rewrite:
         dialect = dialect_for(model, allow_requantize=args.allow_requantize)
@@ -125,12 +177,13 @@ def run(args: argparse.Namespace) -> int:
         "alignment": align,
         "memory_model": mm,
         "peak_listed": listed,
-        "peak_scheduled": base.peak,
+        "peak_scheduled": scheduled.peak,
+        "tiling": tiling,
         "peak_rewritten": peak,
-        "proven_optimal_scheduled": base.proven_optimal,
+        "proven_optimal_scheduled": scheduled.proven_optimal,
         "proven_optimal_rewritten": result.proven_optimal and peak == result.peak,
         "lower_bound": result.lower_bound,
-        "ops_before": len(model.graph.ops),
+        "ops_before": len(source.graph.ops),
         "ops_after": len(out_model.graph.ops),
         "rewritten": bool(outcome and outcome.modified),
         "rewrites": [_rewrite_dict(rw) for rw in outcome.rewrites] if outcome else [],
@@ -163,8 +216,9 @@ def run(args: argparse.Namespace) -> int:
         ),
         (
             "peak, scheduled",
-            before_after(listed, base.peak) + ("  proven optimal" if base.proven_optimal else ""),
+            before_after(listed, scheduled.peak) + ("  proven optimal" if scheduled.proven_optimal else ""),
         ),
+        *_tiling_rows(tiling, scheduled.peak),
         (
             "peak, rewritten",
             before_after(base.peak, peak) + ("  proven optimal" if out["proven_optimal_rewritten"] else ""),
@@ -195,6 +249,17 @@ def run(args: argparse.Namespace) -> int:
         )
     rows += [("time", f"{seconds:.2f} s"), ("written", str(dst))]
     table("Optimize", ["", ""], rows, show_header=False)
+    if args.explain and tiling is not None and tiling.get("candidates"):
+        table(
+            "Patch stages considered",
+            ["split", "grid", "outcome", "peak", "extra MACs", "why"],
+            [
+                (c["split"], c["grid"], c["status"] + (" (proven)" if c["proven"] else ""),
+                 "-" if c["peak"] is None else fmt_bytes(c["peak"]),
+                 "-" if c["overhead"] is None else f"{c['overhead']:.1%}", c["reason"])
+                for c in tiling["candidates"]
+            ],
+        )  # fmt: skip
     if args.explain and outcome is not None:
         table(
             "Matches considered",
@@ -242,3 +307,82 @@ def _max_diff(src: Path, dst: Path, seed_: int) -> float:
         float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))) if x.size else 0.0
         for x, y in zip(a, b, strict=True)
     )
+
+
+def _tile(
+    model: Any, base: Any, counted: Any, args: argparse.Namespace, deadline: Deadline
+) -> tuple[Any, Any]:
+    """The ``--tiles`` search (:mod:`serenity.rewrites.tiling_search`) and, when it lowers the
+    peak, the model with the chosen patch stage written in (else ``None``)."""
+    from serenity.errors import UnsupportedError
+    from serenity.formats import spatial_dialect_for, write_tiled
+    from serenity.report import status
+    from serenity.rewrites.tiling_search import choose_tiling
+    from serenity.schedulers.dp import schedule_dp
+
+    try:
+        spatial = spatial_dialect_for(model)
+    except UnsupportedError:
+        if args.tiles == "auto":
+            return None, None
+        raise
+
+    def scheduled(g: Any, left: float | None) -> Any:
+        limit = TILE_SCHEDULE_SECONDS if left is None else min(TILE_SCHEDULE_SECONDS, left)
+        return schedule_dp(g, time_limit=limit)
+
+    left = deadline.left()
+    with status("searching patch stages", quiet=args.json):
+        choice = choose_tiling(
+            model.graph,
+            spatial,
+            scheduled,
+            counted=counted,
+            base_peak=base.peak,
+            grids=None if args.tiles == "auto" else [args.tiles],
+            max_overhead=args.max_overhead / 100,
+            time_limit=None if left is None else left / 2,
+        )
+    if choice.plan is None:
+        return choice, None
+    return choice, write_tiled(model, choice.plan)
+
+
+def _tiling_dict(choice: Any, candidates: bool) -> dict[str, Any]:
+    """The ``tiling`` entry of ``--json``: the chosen split and grid (or why none), the search's
+    figures, and with ``--explain`` or ``--json`` every candidate."""
+    if choice is None:
+        return {"applied": False, "reason": "this format has no kernels or strides to tile by"}
+    out: dict[str, Any] = {"applied": choice.plan is not None, "seconds": round(choice.seconds, 4)}
+    if choice.plan is not None:
+        plan = choice.plan
+        out.update(
+            split=plan.split,
+            grid=f"{plan.grid[0]}x{plan.grid[1]}",
+            overhead=round(plan.overhead(), 4),
+            macs_before=plan.macs_before,
+            macs_after=plan.macs_after,
+            prefix_ops=len(plan.prefix),
+        )
+    else:
+        scored = [c for c in choice.candidates if c.peak is not None]
+        out["reason"] = (
+            f"no split and grid lowers the peak of {choice.base_peak:,} B"
+            if scored or choice.candidates
+            else "no tensor ends a prefix that can be tiled"
+        )
+    if candidates:
+        out["candidates"] = [c.as_dict() for c in choice.candidates]
+    return out
+
+
+def _tiling_rows(tiling: dict[str, Any] | None, before: int) -> list[tuple[str, str]]:
+    from serenity.commands.schedule import before_after
+
+    if tiling is None:
+        return []
+    if not tiling["applied"]:
+        return [("patch stage", f"none: {tiling['reason']}")]
+    what = f"  ({tiling['split']}, {tiling['grid']} tiles, +{tiling['overhead']:.1%} MACs)"
+    proven = "  proven optimal" if tiling.get("proven") else ""
+    return [("peak, tiled", before_after(before, tiling["peak"]) + proven + what)]

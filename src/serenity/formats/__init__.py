@@ -154,6 +154,43 @@ def dialect_for(model: Model, *, allow_requantize: bool = False) -> Any:
     raise UnsupportedError(f"{where}a {model.format} graph has no weights to rewrite; use --no-rewrite")
 
 
+def spatial_dialect_for(model: Model) -> Any:
+    """The spatial dialect of ``model``'s format (:class:`serenity.rewrites.tiling.SpatialDialect`):
+    how its ops map pixels, for patch-based execution.
+
+    Raises:
+        UnsupportedError: a JSON graph (no kernels, strides or padding to tile by).
+    """
+    if model.format == "onnx":
+        from serenity.formats.onnx_tiling import OnnxSpatialDialect
+
+        return OnnxSpatialDialect(model)
+    if model.format == "tflite":
+        from serenity.formats.tflite_tiling import TfliteSpatialDialect
+
+        return TfliteSpatialDialect(model)
+    from serenity.errors import UnsupportedError
+
+    where = f"{model.path}: " if model.path else ""
+    raise UnsupportedError(
+        f"{where}a {model.format} graph has no kernels or strides to tile by; use --tiles off"
+    )
+
+
+def write_tiled(model: Model, plan: Any) -> Model:
+    """``model`` with ``plan`` (:class:`serenity.rewrites.tiling.TilePlan`) written in, as a new
+    model (same path; its graph is the plan's tiled graph, checked by the format's writer)."""
+    if model.format == "onnx":
+        from serenity.formats.onnx_tiling import write_tiled_onnx
+
+        return write_tiled_onnx(model, plan)
+    from serenity.formats.tflite_io import parse_tflite
+    from serenity.formats.tflite_tiling import write_tiled_tflite
+
+    assert model.path is not None
+    return parse_tflite(write_tiled_tflite(model, plan), model.path)
+
+
 __all__ = [
     "FORMATS",
     "Model",
@@ -163,4 +200,6 @@ __all__ = [
     "protected_files",
     "referenced_files",
     "save",
+    "spatial_dialect_for",
+    "write_tiled",
 ]
