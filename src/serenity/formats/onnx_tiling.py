@@ -20,6 +20,7 @@ gives them and take the prefix's place in the node list; every new tensor gets a
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -65,12 +66,21 @@ WHY_NOT = {
 }
 
 
-def _pair(attrs: Mapping[str, object], key: str, default: int) -> tuple[int, int] | None:
+#: The window kind of each windowed op.
+KINDS: Mapping[str, Literal["conv", "maxpool", "avgpool"]] = {
+    "Conv": "conv",
+    "MaxPool": "maxpool",
+    "AveragePool": "avgpool",
+}
+
+
+def _pair(attrs: Mapping[str, Any], key: str, default: int) -> tuple[int, int] | None:
+    """A 2-D attribute (``strides``, ``dilations``...) as ``(h, w)``; ``None`` if not 2-D."""
     v = attrs.get(key)
     if v is None:
         return (default, default)
-    seq = list(v)  # type: ignore[call-overload]
-    return (int(seq[0]), int(seq[1])) if len(seq) == 2 else None
+    seq = [int(x) for x in v]
+    return (seq[0], seq[1]) if len(seq) == 2 else None
 
 
 class OnnxSpatialDialect:
@@ -121,7 +131,7 @@ class OnnxSpatialDialect:
         domain = self._domains.get(op.outputs[0] if op.outputs else "", "")
         if domain not in ("", "ai.onnx"):
             return f"it is in domain '{domain}', not the default ONNX domain"
-        if op.type in ("Conv", "MaxPool", "AveragePool"):
+        if op.type in KINDS:
             return self._windowed(graph, op)
         if op.type in POINTWISE or op.type == "Identity":
             if op.type == "BatchNormalization" and int(op.attributes.get("training_mode", 0)):
@@ -149,9 +159,12 @@ class OnnxSpatialDialect:
             if len(op.inputs) < 2 or not op.inputs[1] or not graph.tensors[op.inputs[1]].constant:
                 return "its weight is computed at run time"
             wshape = const_shape(graph, op.inputs[1], self._const_shapes)
-            if a.get("kernel_shape") is None and (wshape is None or len(wshape) != 4):
+            if "kernel_shape" in a:
+                kernel = _pair(a, "kernel_shape", 0)
+            elif wshape is not None and len(wshape) == 4:
+                kernel = (wshape[2], wshape[3])
+            else:
                 return "its weight's shape is unknown"
-            kernel = _pair(a, "kernel_shape", 0) if "kernel_shape" in a else (wshape[2], wshape[3])  # type: ignore[index]
         else:
             kernel = _pair(a, "kernel_shape", 0)
         stride, dilation = _pair(a, "strides", 1), _pair(a, "dilations", 1)
@@ -160,13 +173,12 @@ class OnnxSpatialDialect:
         pads = self._pads(a, x.shape[2:], kernel, stride, dilation)
         if isinstance(pads, str):
             return pads
-        kind = {"Conv": "conv", "MaxPool": "maxpool", "AveragePool": "avgpool"}[op.type]
         groups = int(a.get("group", 1)) if op.type == "Conv" else 1
-        return Window(kind, kernel, stride, dilation, pads, groups)  # type: ignore[arg-type]
+        return Window(KINDS[op.type], kernel, stride, dilation, pads, groups)
 
     @staticmethod
     def _pads(
-        a: Mapping[str, object],
+        a: Mapping[str, Any],
         hw: tuple[int, ...],
         kernel: tuple[int, int],
         stride: tuple[int, int],
@@ -176,7 +188,7 @@ class OnnxSpatialDialect:
         output ``ceil(in / s)``, the odd pixel at the end for SAME_UPPER, the start for LOWER)."""
         auto = str(a.get("auto_pad", "NOTSET"))
         if auto in ("NOTSET", ""):
-            p = [int(v) for v in a.get("pads", [0, 0, 0, 0])]  # type: ignore[attr-defined]
+            p = [int(v) for v in a.get("pads", [0, 0, 0, 0])]
             return (p[0], p[1], p[2], p[3]) if len(p) == 4 else "pads of the wrong rank"
         if auto == "VALID":
             return (0, 0, 0, 0)
