@@ -534,3 +534,21 @@ def test_zoo_peak_drops_at_least_2_5x_within_20_percent_macs(
     onnx.checker.check_model(written.source, full_check=True)
     assert structure_difference(written.graph, tiled) is None
     _equal_in_onnxruntime(proto, written.source)
+
+
+def test_split_candidates_say_what_plan_tiles_says() -> None:
+    model = from_proto(zoo.build("resnet18"))
+    g, d = model.graph, OnnxSpatialDialect(model)
+    cands = split_candidates(g, d)
+    assert [t for t, _ in cands] == [op.outputs[0] for op in g.ops]
+    why = dict(cands)
+    assert why["stem/maxpool:0"] is None and why["block0/add:0"] is None
+    assert "'stem/maxpool:0' of the prefix is also read by op 'block0/add'" in str(why["block0/conv:0"])
+    assert "GlobalAveragePool" in str(why["head/globalaveragepool:0"])
+    for t, reason in cands:
+        if reason is None:
+            assert plan_tiles(g, d, t, (2, 2)).split == t
+        else:
+            with pytest.raises(TilingError) as e:
+                plan_tiles(g, d, t, (2, 2))
+            assert str(e.value) == reason

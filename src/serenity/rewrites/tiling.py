@@ -143,7 +143,7 @@ def _prefix(
     for i in order:
         op = graph.ops[i]
         outs = [o for o in op.outputs if o]
-        if len(outs) != 1:
+        if len(outs) != 1 or op.outputs[0] != outs[0]:
             raise TilingError(
                 f"op '{op.name}' ({op.type}) writes {len(outs)} tensors; a prefix op writes one"
             )
@@ -154,7 +154,7 @@ def _prefix(
                 reader = graph.ops[outside[0]]
                 raise TilingError(
                     f"tensor '{o}' of the prefix is also read by op '{reader.name}' after the split "
-                    f"'{split}'; split later, or before '{op.name}'"
+                    f"'{split}'; end the patch stage at '{reader.name}' or later, or at '{o}' or earlier"
                 )
             if graph.tensors[o].is_output:
                 raise TilingError(f"tensor '{o}' of the prefix is a graph output")
@@ -172,7 +172,16 @@ def _prefix(
 
 def split_candidates(graph: Graph, dialect: SpatialDialect) -> list[tuple[str, str | None]]:
     """Every op output that could end a patch stage, in topological order, with ``None`` or the
-    reason it cannot (the first problem of its prefix)."""
+    reason it cannot (the first problem of its prefix, as :func:`plan_tiles` would say it).
+
+    Args:
+        graph: The graph.
+        dialect: The format's reading of ops.
+
+    Returns:
+        ``(tensor, None or reason)`` for every activation an op writes. Whether a grid fits is
+        not judged here (see :func:`plan_tiles`).
+    """
     cache: dict[int, Window | str] = {}
     out: list[tuple[str, str | None]] = []
     for i in graph.topological_order:
