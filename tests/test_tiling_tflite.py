@@ -453,3 +453,24 @@ def test_constants_that_vary_over_the_image_are_rejected() -> None:
     _, tiled, _ = tile(m, s, (2, 2))
     inputs = tflm.random_inputs(b.build(), seed=0)
     assert_identical(tflm.run(b.build(), inputs), tflm.run(tiled, inputs))
+
+
+def test_serenity_verify_reports_the_tiled_file_identical(tmp_path: Path) -> None:
+    """``serenity verify`` (structure, order, TFLM outputs, embedded plan) accepts the tiled
+    file as a rewritten graph with identical outputs and a smaller, honoured arena."""
+    from serenity.verify import verify
+
+    m = stem("float")
+    dialect = TfliteSpatialDialect(m)
+    plan = plan_tiles(m.graph, dialect, m.graph.ops[5].outputs[0], (3, 3))
+    res = schedule(tiled_graph(m.graph, plan, dialect), "optimal", time_limit=10)
+    written = parse_tflite(write_tiled_tflite(m, plan), m.path)  # type: ignore[arg-type]
+    bufs = target_buffers(written.graph, res.order, fmt="tflite", alignment=16)
+    arena = PLANNERS["tflm-greedy"](list(bufs.buffers))
+    out = tmp_path / "tiled.tflite"
+    out.write_bytes(embed_plan(written, res.order, bufs.tensor_offsets(arena.offsets)))
+    report = verify(stem_path("float"), out)
+    assert report.ok and report.relation == "rewritten" and report.outputs_identical
+    assert report.max_abs_diff == 0.0 and report.plan_honoured
+    assert report.arena_original is not None and report.arena_reordered is not None
+    assert 2 * report.arena_reordered < report.arena_original
