@@ -65,8 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=percent,
         default=20.0,
         metavar="PCT",
-        help="largest extra compute of the tiles' overlapping halos, %% of the tiled layers' MACs "
-        "(default 20)",
+        help="largest extra compute of the tiles' overlapping halos, %% of the network's MACs (default 20)",
     )
     p.add_argument("--time-limit", type=duration, metavar="S", help="seconds for the whole command")
     p.add_argument("--seed", type=seed, default=0, help="seed of the inputs --allow-requantize measures on")
@@ -343,9 +342,17 @@ def _tile(
             max_overhead=args.max_overhead / 100,
             time_limit=None if left is None else left / 2,
         )
-    if choice.plan is None:
+    if not choice.plans:
         return choice, None
-    return choice, write_tiled(model, choice.plan)
+    # Each stage is planned again on the file the previous one wrote (same tensors, its own op
+    # indices) and written into it; a later stage reads the earlier one's split whole.
+    from serenity.rewrites.tiling import plan_tiles
+
+    for k, plan in enumerate(choice.plans):
+        start = {choice.plans[k - 1].split} if k else set()
+        again = plan_tiles(model.graph, spatial_dialect_for(model), plan.split, plan.grid, start=start)
+        model = write_tiled(model, again)
+    return choice, model
 
 
 def _tiling_dict(choice: Any, candidates: bool) -> dict[str, Any]:
@@ -353,16 +360,25 @@ def _tiling_dict(choice: Any, candidates: bool) -> dict[str, Any]:
     figures, and with ``--explain`` or ``--json`` every candidate."""
     if choice is None:
         return {"applied": False, "reason": "this format has no kernels or strides to tile by"}
-    out: dict[str, Any] = {"applied": choice.plan is not None, "seconds": round(choice.seconds, 4)}
-    if choice.plan is not None:
-        plan = choice.plan
+    out: dict[str, Any] = {"applied": bool(choice.plans), "seconds": round(choice.seconds, 4)}
+    if choice.plans:
+        last = choice.plans[-1]
         out.update(
-            split=plan.split,
-            grid=f"{plan.grid[0]}x{plan.grid[1]}",
-            overhead=round(plan.overhead(), 4),
-            macs_before=plan.macs_before,
-            macs_after=plan.macs_after,
-            prefix_ops=len(plan.prefix),
+            split=last.split,
+            grid=f"{last.grid[0]}x{last.grid[1]}",
+            overhead=round(choice.overhead, 4),
+            network_macs=choice.network_macs,
+            stages=[
+                {
+                    "split": p.split,
+                    "grid": f"{p.grid[0]}x{p.grid[1]}",
+                    "ops": len(p.prefix),
+                    "macs_before": p.macs_before,
+                    "macs_after": p.macs_after,
+                    "overhead_of_tiled_layers": round(p.overhead(), 4),
+                }
+                for p in choice.plans
+            ],
         )
     else:
         scored = [c for c in choice.candidates if c.peak is not None]
@@ -383,6 +399,7 @@ def _tiling_rows(tiling: dict[str, Any] | None, before: int) -> list[tuple[str, 
         return []
     if not tiling["applied"]:
         return [("patch stage", f"none: {tiling['reason']}")]
-    what = f"  ({tiling['split']}, {tiling['grid']} tiles, +{tiling['overhead']:.1%} MACs)"
+    stages = " then ".join(f"{st['split']} {st['grid']}" for st in tiling["stages"])
+    what = f"  ({stages}; +{tiling['overhead']:.1%} MACs)"
     proven = "  proven optimal" if tiling.get("proven") else ""
     return [("peak, tiled", before_after(before, tiling["peak"]) + proven + what)]

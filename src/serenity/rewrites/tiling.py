@@ -47,7 +47,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 
 from serenity.ir import Graph, Op
 from serenity.rewrites.tiling_graph import tiled_graph
@@ -68,16 +68,17 @@ from serenity.rewrites.tiling_records import spatial_size as _hw
 # -- the prefix ------------------------------------------------------------------------------
 
 
-def _ancestors(graph: Graph, split: str) -> set[int]:
-    """The split's producer and every op it depends on through activations."""
-    start = graph.tensors[split].producer
-    assert start is not None
-    seen = {start}
-    stack = [start]
+def _ancestors(graph: Graph, split: str, start: Collection[str] = ()) -> set[int]:
+    """The split's producer and every op it depends on through activations, not looking past
+    the tensors of ``start`` (a patch stage's inputs besides the graph's)."""
+    first = graph.tensors[split].producer
+    assert first is not None
+    seen = {first}
+    stack = [first]
     while stack:
         op = graph.ops[stack.pop()]
         for name in op.inputs:
-            if not name or graph.tensors[name].constant:
+            if not name or graph.tensors[name].constant or name in start:
                 continue
             p = graph.tensors[name].producer
             if p is not None and p not in seen:
@@ -120,9 +121,15 @@ def _check_op(graph: Graph, op: Op, win: Window, layout: Layout) -> str | None:
 
 
 def _prefix(
-    graph: Graph, dialect: SpatialDialect, split: str, cache: dict[int, Window | str] | None = None
+    graph: Graph,
+    dialect: SpatialDialect,
+    split: str,
+    cache: dict[int, Window | str] | None = None,
+    start: Collection[str] = (),
 ) -> tuple[tuple[int, ...], dict[int, Window]]:
-    """The prefix ending at ``split`` (topological order) and its windows.
+    """The prefix ending at ``split`` (topological order) and its windows; the tensors of
+    ``start`` are read whole, like graph inputs (a later patch stage starts at an earlier one's
+    split).
 
     Raises:
         TilingError: the first reason the prefix cannot be tiled.
@@ -136,7 +143,9 @@ def _prefix(
         raise TilingError(f"'{split}' is a graph input: no op computes it")
     if len(t.shape) != 4:
         raise TilingError(f"'{split}' has rank {len(t.shape)}, not 4 (no image to tile)")
-    anc = _ancestors(graph, split)
+    if split in start:
+        raise TilingError(f"'{split}' is where the patch stage starts")
+    anc = _ancestors(graph, split, start)
     order = tuple(i for i in graph.topological_order if i in anc)
     windows: dict[int, Window] = {}
     cache = {} if cache is None else cache
@@ -170,7 +179,9 @@ def _prefix(
     return order, windows
 
 
-def split_candidates(graph: Graph, dialect: SpatialDialect) -> list[tuple[str, str | None]]:
+def split_candidates(
+    graph: Graph, dialect: SpatialDialect, *, start: Collection[str] = ()
+) -> list[tuple[str, str | None]]:
     """Every op output that could end a patch stage, in topological order, with ``None`` or the
     reason it cannot (the first problem of its prefix, as :func:`plan_tiles` would say it).
 
@@ -189,7 +200,7 @@ def split_candidates(graph: Graph, dialect: SpatialDialect) -> list[tuple[str, s
             if not name or graph.tensors[name].constant:
                 continue
             try:
-                _prefix(graph, dialect, name, cache)
+                _prefix(graph, dialect, name, cache, start)
             except TilingError as e:
                 out.append((name, str(e)))
             else:
@@ -220,7 +231,14 @@ def _conv_macs(graph: Graph, op: Op, win: Window, out_box: Box, layout: Layout) 
     return out_box.rows * out_box.cols * out_c * win.kernel[0] * win.kernel[1] * in_c // win.groups
 
 
-def plan_tiles(graph: Graph, dialect: SpatialDialect, split: str, grid: tuple[int, int]) -> TilePlan:
+def plan_tiles(
+    graph: Graph,
+    dialect: SpatialDialect,
+    split: str,
+    grid: tuple[int, int],
+    *,
+    start: Collection[str] = (),
+) -> TilePlan:
     """Plan running the prefix ending at ``split`` tile by tile over an ``n x m`` grid.
 
     Args:
@@ -228,6 +246,9 @@ def plan_tiles(graph: Graph, dialect: SpatialDialect, split: str, grid: tuple[in
         dialect: The format's reading of ops (layout, windows, new op types).
         split: The tensor ending the patch stage.
         grid: ``(n, m)`` tile rows and columns; not ``(1, 1)``, at most the split's size.
+        start: Tensors the stage reads whole, like graph inputs, instead of tiling what computes
+            them: a second patch stage starts at the first one's split (whose concatenation
+            holds it whole), so the two stages can use different grids.
 
     Returns:
         The plan (steps per tile, concats, MACs before and after).
@@ -236,7 +257,7 @@ def plan_tiles(graph: Graph, dialect: SpatialDialect, split: str, grid: tuple[in
         TilingError: the prefix cannot be tiled (an op without a window, a prefix tensor read
             after the split, average pooling with padding...) or the grid does not fit.
     """
-    prefix, windows = _prefix(graph, dialect, split)
+    prefix, windows = _prefix(graph, dialect, split, start=start)
     n, m = grid
     layout = dialect.layout
     sh, sw = _hw(graph.tensors[split], layout)
@@ -261,7 +282,9 @@ def plan_tiles(graph: Graph, dialect: SpatialDialect, split: str, grid: tuple[in
             for k in prefix:
                 op = graph.ops[k]
                 win = windows[k]
-                ins = tuple(_tile_input(graph, op, win, p, box, (i, j), layout) for p in win.data_inputs)
+                ins = tuple(
+                    _tile_input(graph, op, win, p, box, (i, j), layout, start) for p in win.data_inputs
+                )
                 out = op.outputs[0]
                 steps.append(TileStep(k, (i, j), box[out], ins, f"{out}@{i}_{j}"))
                 macs_after += _conv_macs(graph, op, win, box[out], layout)
@@ -298,14 +321,21 @@ def _tile_boxes(
 
 
 def _tile_input(
-    graph: Graph, op: Op, win: Window, p: int, box: Mapping[str, Box], tile: tuple[int, int], layout: Layout
+    graph: Graph,
+    op: Op,
+    win: Window,
+    p: int,
+    box: Mapping[str, Box],
+    tile: tuple[int, int],
+    layout: Layout,
+    start: Collection[str] = (),
 ) -> TileInput:
     t = graph.tensors[op.inputs[p]]
     h, w = _hw(t, layout)
     i, j = tile
     need = win.need(box[op.outputs[0]])
     pads = (max(0, -need.r0), max(0, -need.c0), max(0, need.r1 - h), max(0, need.c1 - w))
-    if t.producer is None:  # a graph input: sliced from the uncut input
+    if t.producer is None or t.name in start:  # a graph input or a start: sliced from it whole
         source, source_box = t.name, Box(0, h, 0, w)
     else:
         source, source_box = f"{t.name}@{i}_{j}", box[t.name]
