@@ -96,8 +96,13 @@ def percent(text: str) -> float:
     return v
 
 
-#: Seconds one tiled graph's schedule may take during the ``--tiles`` search.
-TILE_SCHEDULE_SECONDS = 10.0
+#: Seconds one tiled graph's schedule may take during the ``--tiles`` search (the chosen one is
+#: scheduled again with up to :data:`TILED_SCHEDULE_SECONDS`).
+TILE_SCHEDULE_SECONDS = 0.5
+#: Seconds for the ``--tiles`` search when the command has no time limit (else half of it).
+TILE_SEARCH_SECONDS = 30.0
+#: Seconds for the schedule of the tiled file when the command has no time limit.
+TILED_SCHEDULE_SECONDS = 30.0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,8 +141,11 @@ def run(args: argparse.Namespace) -> int:
         tiling = _tiling_dict(choice, args.explain or args.json)
         if tiled_model is not None:
             model = tiled_model
+            left = deadline.left()
             with status(f"scheduling {len(model.graph.ops)} ops (tiled)", quiet=args.json):
-                base = schedule_dp(counted(model.graph), time_limit=deadline.left())
+                base = schedule_dp(
+                    counted(model.graph), time_limit=TILED_SCHEDULE_SECONDS if left is None else left
+                )
             tiling["peak"], tiling["proven"] = base.peak, base.proven_optimal
     out_model, result, outcome = model, base, None
     if not args.no_rewrite:
@@ -331,6 +339,7 @@ def _tile(
         return schedule_dp(g, time_limit=limit)
 
     left = deadline.left()
+    left = TILE_SEARCH_SECONDS if left is None else left / 2
     with status("searching patch stages", quiet=args.json):
         choice = choose_tiling(
             model.graph,
@@ -340,7 +349,7 @@ def _tile(
             base_peak=base.peak,
             grids=None if args.tiles == "auto" else [args.tiles],
             max_overhead=args.max_overhead / 100,
-            time_limit=None if left is None else left / 2,
+            time_limit=left,
         )
     if not choice.plans:
         return choice, None

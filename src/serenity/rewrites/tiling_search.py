@@ -20,6 +20,9 @@ inputs and outputs, and all of them are live while it runs, so the largest such 
 ``S`` from its row parts, so ``2 |S|`` is another. A split whose bound is not below the best
 proven peak found so far cannot win and is not evaluated (its row in ``--explain`` says why).
 
+Each rewritten graph's static lower bound (:func:`serenity.schedulers.bounds.static_lower_bound`)
+is checked before it is scheduled, and a graph that cannot beat the best peak is not scheduled.
+
 **Never worse.** The rewrite is kept only when the tiled graph's peak is strictly below the
 untiled optimum; otherwise the graph is left as it is (``TilingChoice.plan is None``), so a
 network whose peak is not in its first layers (an irregular NAS cell) keeps its result.
@@ -40,6 +43,7 @@ from serenity.rewrites.tiling import (
     split_candidates,
     tiled_graph,
 )
+from serenity.schedulers.bounds import static_lower_bound
 from serenity.schedulers.clock import Deadline
 from serenity.schedulers.result import ScheduleResult
 
@@ -190,8 +194,9 @@ def choose_tiling(
 ) -> TilingChoice:
     """The patch stages whose rewritten graph has the lowest peak, within ``max_overhead``.
 
-    **One stage**: every split and grid, as the module docstring says. **Two stages**: a first
-    stage leaves the layers after its split whole; a second stage, starting at that split (read
+    **One stage**: every split and grid, as the module docstring says. **Two stages** (only when
+    one stage lowers the peak, i.e. the first layers hold it): a first stage leaves the layers
+    after its split whole; a second stage, starting at that split (read
     whole, :func:`.tiling.plan_tiles` ``start``), tiles them on a grid of its own. The first
     stages tried are the ``second_from`` lowest by the peak over their own steps (up to their
     split), whatever the rest of the graph needs (no suffix pruning: the second stage changes the
@@ -223,9 +228,15 @@ def choose_tiling(
     firsts: list[_Scored] = []
     best = _search_stage(
         graph, dialect, schedule, counted, (), 0.0, base_peak, grids, max_overhead, total, clock,
-        progress, tried, firsts if stages > 1 else None,
+        progress, tried, None,
     )  # fmt: skip
-    if stages > 1:
+    if stages > 1 and best is not None and not clock.expired():
+        # One stage helps, so the first layers hold the peak: look for a second stage. The first
+        # stages are scheduled again without pruning (the second changes what stays untiled).
+        _search_stage(
+            graph, dialect, schedule, counted, (), 0.0, base_peak, grids, max_overhead, total, clock,
+            progress, [], firsts,
+        )  # fmt: skip
         firsts.sort(key=lambda c: (c.region, c.extra))
         for first in firsts[:second_from]:
             if clock.expired():
@@ -316,6 +327,13 @@ def _search_stage(
                 progress(f"tiling {label} {grid[0]}x{grid[1]}")
             raw = tiled_graph(graph, plan, dialect)
             g = counted(raw)
+            lb = static_lower_bound(g.dense)
+            if lb >= target and firsts is None:
+                why = f"the tiled graph needs {lb:,} B in every order"
+                tried.append(
+                    TilingCandidate(label, grid, "pruned", overhead=extra, ops=len(g.ops), reason=why)
+                )
+                continue
             r = schedule(g, clock.left())
             tried.append(TilingCandidate(label, grid, "scored", r.peak, r.proven_optimal, extra, len(g.ops)))
             scored = _Scored((*before, plan), raw, g, r, extra, _region_peak(g, r, split))
