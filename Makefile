@@ -31,6 +31,8 @@ demo: $(STAMP)-base
 	done
 	$(BIN)/serenity optimize examples/nas_cells_float.tflite -o out/nas_cells_float.optimized.tflite --embed-plan
 	$(BIN)/serenity verify examples/nas_cells_float.tflite out/nas_cells_float.optimized.tflite
+	$(BIN)/serenity optimize examples/stem/mobilenet_v2_035_96_int8.tflite -o out/mobilenet_v2_035_96_int8.tiled.tflite --embed-plan
+	$(BIN)/serenity verify examples/stem/mobilenet_v2_035_96_int8.tflite out/mobilenet_v2_035_96_int8.tiled.tflite
 	$(BIN)/serenity bench --quick --plot out/bench-quick.png --csv out/bench-quick.csv
 
 test: $(STAMP)-test

@@ -36,8 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 _SHARED = ROOT.parent / "shared" / "models" / "stem"
 STEM = _SHARED if _SHARED.is_dir() else ROOT / "examples" / "stem"
 GRIDS = [f"{k}x{k}" for k in range(2, 9)]
-IRREGULAR = ("darts_normal_cell", "nasnet_a_normal_cell", "amoebanet_a_normal_cell", "swiftnet_cell_a",
-             "randwire_ws_stage", "nasfpn_body")  # fmt: skip
+IRREGULAR = (
+    "darts_normal_cell",
+    "nasnet_a_normal_cell",
+    "amoebanet_a_normal_cell",
+    "swiftnet_cell_a",
+    "randwire_ws_stage",
+    "nasfpn_body",
+)
 
 
 def serenity(*args: str) -> dict[str, Any]:
@@ -72,23 +78,35 @@ def stem_table(console: Console, work: Path, misses: list[str]) -> dict[str, Any
             t = o["tiling"] or {}
             before, after = o.get("tflm_arena_before"), o.get("tflm_arena_after")
             ratio = before / after if before and after else None
-            row = {"peak": o["peak_rewritten"], "proven": o["proven_optimal_rewritten"], "arena_before": before,
-                   "arena_after": after, "split": t.get("split"), "grid": t.get("grid"),
-                   "overhead": t.get("overhead"), "identical": v.get("outputs_identical")}  # fmt: skip
+            row = {
+                "peak": o["peak_rewritten"],
+                "proven": o["proven_optimal_rewritten"],
+                "arena_before": before,
+                "arena_after": after,
+                "split": t.get("split"),
+                "grid": t.get("grid"),
+                "overhead": t.get("overhead"),
+                "identical": v.get("outputs_identical"),
+            }
             rows[f"{kind} {tiles}"] = row
             table.add_row(
-                kind, tiles if tiles != "auto" else f"auto: {t.get('grid', 'none')}",
-                (t.get("split") or "-")[-44:], kib(row["peak"]) + ("*" if row["proven"] else ""),
-                kib(after), f"{ratio:.2f}x" if ratio else "-",
+                kind,
+                tiles if tiles != "auto" else f"auto: {t.get('grid', 'none')}",
+                (t.get("split") or "-")[-44:],
+                kib(row["peak"]) + ("*" if row["proven"] else ""),
+                kib(after),
+                f"{ratio:.2f}x" if ratio else "-",
                 "-" if t.get("overhead") is None else f"{t['overhead']:.1%}",
                 "yes" if v.get("outputs_identical") else "NO",
-            )  # fmt: skip
+            )
             if not v.get("ok") or not v.get("outputs_identical"):
                 misses.append(f"stem {kind} {tiles}: TFLM outputs not bit-identical ({v.get('problems')})")
             if tiles == "auto":
                 if not ratio or ratio < 3.0:
-                    misses.append(f"stem {kind}: TFLM arena {before} -> {after} B is {ratio or 0:.2f}x, not >= 3x "
-                                  f"within 20 % extra MACs")  # fmt: skip
+                    misses.append(
+                        f"stem {kind}: TFLM arena {before} -> {after} B is {ratio or 0:.2f}x, not >= 3x "
+                        f"within 20 % extra MACs"
+                    )
                 if t.get("overhead") is not None and t["overhead"] > 0.2:
                     misses.append(f"stem {kind}: {t['overhead']:.1%} extra MACs")
     console.print(table)
@@ -102,18 +120,34 @@ def zoo_table(console: Console, work: Path, misses: list[str]) -> dict[str, Any]
         table.add_column(c, justify="left" if c in ("network", "split") else "right")
     for name in ("mobilenet_v2", "resnet18"):
         src = work / f"{name}.onnx"
-        subprocess.run([sys.executable, "-m", "serenity", "zoo", "export", name, "-o", str(src)],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "serenity", "zoo", "export", name, "-o", str(src)],
+            check=True,
+            capture_output=True,
+        )
         out = work / f"{name}.tiled.onnx"
         o = optimize(src, out)
         v = serenity("verify", str(src), str(out))
         t = o["tiling"] or {}
         ratio = o["peak_scheduled"] / o["peak_rewritten"]
-        rows[name] = {"before": o["peak_scheduled"], "after": o["peak_rewritten"], "split": t.get("split"),
-                      "grid": t.get("grid"), "overhead": t.get("overhead"), "max_abs_diff": v.get("max_abs_diff")}  # fmt: skip
-        table.add_row(name, str(t.get("split")), str(t.get("grid")), kib(o["peak_scheduled"]),
-                      kib(o["peak_rewritten"]), f"{ratio:.2f}x",
-                      "-" if t.get("overhead") is None else f"{t['overhead']:.1%}", f"{v.get('max_abs_diff', 0):g}")  # fmt: skip
+        rows[name] = {
+            "before": o["peak_scheduled"],
+            "after": o["peak_rewritten"],
+            "split": t.get("split"),
+            "grid": t.get("grid"),
+            "overhead": t.get("overhead"),
+            "max_abs_diff": v.get("max_abs_diff"),
+        }
+        table.add_row(
+            name,
+            str(t.get("split")),
+            str(t.get("grid")),
+            kib(o["peak_scheduled"]),
+            kib(o["peak_rewritten"]),
+            f"{ratio:.2f}x",
+            "-" if t.get("overhead") is None else f"{t['overhead']:.1%}",
+            f"{v.get('max_abs_diff', 0):g}",
+        )
         if ratio < 2.5:
             misses.append(f"{name}: peak only {ratio:.2f}x lower")
         if not v.get("ok"):
@@ -129,16 +163,25 @@ def irregular_table(console: Console, work: Path, misses: list[str]) -> dict[str
         table.add_column(c, justify="left" if c in ("network", "tiling") else "right")
     for name in IRREGULAR:
         src = work / f"{name}.onnx"
-        subprocess.run([sys.executable, "-m", "serenity", "zoo", "export", name, "-o", str(src)],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "serenity", "zoo", "export", name, "-o", str(src)],
+            check=True,
+            capture_output=True,
+        )
         off = optimize(src, work / f"{name}.off.onnx", "--tiles", "off", "--time-limit", "60")
         auto = optimize(src, work / f"{name}.auto.onnx", "--time-limit", "60")
         t = auto["tiling"] or {}
         rows[name] = {"off": off["peak_rewritten"], "auto": auto["peak_rewritten"], "tiling": t.get("grid")}
-        table.add_row(name, kib(off["peak_rewritten"]), kib(auto["peak_rewritten"]),
-                      f"{t.get('split')} {t.get('grid')}" if t.get("applied") else t.get("reason", "-")[:60])  # fmt: skip
+        table.add_row(
+            name,
+            kib(off["peak_rewritten"]),
+            kib(auto["peak_rewritten"]),
+            f"{t.get('split')} {t.get('grid')}" if t.get("applied") else t.get("reason", "-")[:60],
+        )
         if auto["peak_rewritten"] > off["peak_rewritten"]:
-            misses.append(f"{name}: tiling raised the peak {off['peak_rewritten']} -> {auto['peak_rewritten']}")
+            misses.append(
+                f"{name}: tiling raised the peak {off['peak_rewritten']} -> {auto['peak_rewritten']}"
+            )
     console.print(table)
     return rows
 
@@ -152,7 +195,15 @@ def tigris_table(console: Console, arena: int | None) -> dict[str, Any] | None:
         return None
     model = STEM / "mobilenet_v2_035_96_int8.tflite"
     table = Table(title="TiGrIS 0.12.1 on the int8 stem (its own tiling, order and runtime)")
-    for c in ("fast memory", "fits", "verdict", "stages (tiled)", "fast peak", "slow traffic", "less model I/O"):
+    for c in (
+        "fast memory",
+        "fits",
+        "verdict",
+        "stages (tiled)",
+        "fast peak",
+        "slow traffic",
+        "less model I/O",
+    ):
         table.add_column(c, justify="right")
     out = {}
     budgets = sorted({b for b in (arena, 64 * 1024, 128 * 1024, 138_240) if b})
@@ -163,11 +214,20 @@ def tigris_table(console: Console, arena: int | None) -> dict[str, Any] | None:
             console.print(f"TiGrIS table skipped: {e}")
             return None
         out[b] = {"fits": r.fits, "verdict": r.verdict, "traffic": r.traffic, "fast_peak": r.fast_peak}
-        table.add_row(kib(b) + (" (ours)" if b == arena else ""), "yes" if r.fits else "no", str(r.verdict),
-                      f"{r.stages} ({r.tiled_stages})", kib(r.fast_peak), kib(r.traffic), kib(r.traffic_without_io))  # fmt: skip
+        table.add_row(
+            kib(b) + (" (ours)" if b == arena else ""),
+            "yes" if r.fits else "no",
+            str(r.verdict),
+            f"{r.stages} ({r.tiled_stages})",
+            kib(r.fast_peak),
+            kib(r.traffic),
+            kib(r.traffic_without_io),
+        )
     console.print(table)
-    console.print("TiGrIS meets a fast-memory budget by moving activations to slow memory between stages "
-                  "(its traffic); ours runs entirely in the arena, with no slow memory.")  # fmt: skip
+    console.print(
+        "TiGrIS meets a fast-memory budget by moving activations to slow memory between stages "
+        "(its traffic); ours runs entirely in the arena, with no slow memory."
+    )
     return out
 
 
@@ -187,8 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     auto = stem.get("int8 auto", {}).get("arena_after")
     peers = None if args.no_peers else tigris_table(console, auto)
     if args.json:
-        print(json.dumps({"stem": stem, "zoo": zoo, "irregular": irregular, "tigris": peers, "misses": misses},
-                         indent=2, default=str))  # fmt: skip
+        print(
+            json.dumps(
+                {"stem": stem, "zoo": zoo, "irregular": irregular, "tigris": peers, "misses": misses},
+                indent=2,
+                default=str,
+            )
+        )
     return verdict(console, misses)
 
 
