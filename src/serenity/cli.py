@@ -24,7 +24,7 @@ from serenity.errors import SerenityError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 #: The subcommands, in the order ``--help`` lists them (modules of :mod:`serenity.commands`).
-COMMANDS = ("analyze", "schedule", "optimize", "plan", "offchip", "verify", "bench", "batch", "zoo")
+COMMANDS = ("analyze", "schedule", "optimize", "plan", "offchip", "verify", "bench", "batch", "zoo", "report")
 
 
 class _Parser(argparse.ArgumentParser):
