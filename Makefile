@@ -18,7 +18,7 @@ $(STAMP)-base: $(BIN)/python pyproject.toml
 	touch $@
 
 $(STAMP)-test: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e ".[test,ilp,ray]"
+	$(BIN)/pip install --quiet -e ".[test,ilp,ray,torch]"
 	$(BIN)/python -m serenity.schedulers.warmup
 	touch $@
 
