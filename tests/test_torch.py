@@ -11,13 +11,21 @@ import pytest
 import torch
 from torch import nn
 
-from serenity.errors import OrderError, UnsupportedError
-from serenity.executorch_io import ALIGNMENT, ExactPlanner, lower, planned_bytes, run_pte, to_executorch
+from serenity.errors import ModelFormatError, OrderError, UnsupportedError
+from serenity.executorch_io import (
+    ALIGNMENT,
+    ExactPlanner,
+    lower,
+    planned_bytes,
+    run_pte,
+    save_pte,
+    to_executorch,
+)
 from serenity.ir import with_alignment
 from serenity.memory import simulate
 from serenity.planning import check_plan, peak_of
 from serenity.schedulers import schedule
-from serenity.torch_export import from_torch, graph_of, reorder
+from serenity.torch_export import from_torch, graph_of, load_pt2, reorder, save_pt2
 
 
 class Branchy(nn.Module):
@@ -157,3 +165,39 @@ def test_executorch_plan_free_of_overlaps_by_executorch_verifier(branchy):
     # Breadth first keeps all four 256 KiB ReLU inputs live: issue 13's 1,310,720 B.
     assert planned_bytes(manager) == planned_bytes(lower(reorder(program, bfs))) == 1_310_720
     torch.testing.assert_close(run_pte(bytes(manager.buffer), [x])[0], model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_to_executorch_keeps_the_export_order_when_the_schedule_loses(branchy, monkeypatch):
+    """Should a chosen schedule plan above ExecuTorch's own export-order arena (its lifetimes can
+    differ from the cost model's), the export order with our exact plan is written instead."""
+    import types
+
+    import serenity.schedulers
+
+    program = branchy[2]
+    g = graph_of(program)
+    bfs = schedule(g, "bfs").order
+    monkeypatch.setattr(serenity.schedulers, "schedule", lambda *a, **k: types.SimpleNamespace(order=bfs))
+    _, report = to_executorch(program)
+    assert report.order == g.listed_order and report.arena == 589_824 <= report.executorch_arena
+    # An order the caller names is kept, even when it loses.
+    _, named = to_executorch(program, bfs)
+    assert named.order == bfs and named.arena == 1_310_720
+
+
+def test_pt2_and_pte_files(branchy, tmp_path):
+    model, x, program = branchy
+    g = graph_of(program)
+    bfs = schedule(g, "bfs").order
+    save_pt2(program, bfs, tmp_path / "m.pt2")
+    loaded, loaded_program = load_pt2(tmp_path / "m.pt2")
+    assert loaded.name == "m" and [op.name for op in loaded.ops] == [g.ops[i].name for i in bfs]
+    report = save_pte(loaded_program, tmp_path / "m.pte")
+    assert report.arena == 589_824 and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt2", "m.pte"]
+    got = run_pte((tmp_path / "m.pte").read_bytes(), [x])[0]
+    torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-5)
+    (tmp_path / "bad.pt2").write_bytes(b"not a zip")
+    with pytest.raises(ModelFormatError, match=r"bad\.pt2"):
+        load_pt2(tmp_path / "bad.pt2")
+    with pytest.raises(ModelFormatError, match="no such file"):
+        load_pt2(tmp_path / "missing.pt2")

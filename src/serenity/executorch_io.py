@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from serenity.errors import SerenityError, UnsupportedError
@@ -177,7 +178,9 @@ def to_executorch(
     Args:
         program: An exported program :func:`~serenity.torch_export.graph_of` reads.
         order: Op order; default the schedule of ``method`` over the graph with buffers aligned
-            as ExecuTorch aligns them.
+            as ExecuTorch aligns them, or the export order when, planned in ExecuTorch, that
+            schedule would need more than ExecuTorch's own planner in the export order (its
+            lifetimes can differ from the cost model's by copies the edge dialect adds).
         planner: ``"exact"`` (ours, :class:`ExactPlanner`) or ``"executorch"`` (its greedy).
         method: Scheduler name; default :data:`~serenity.schedulers.DEFAULT_METHOD`.
         time_limit: Seconds for the scheduler and for the exact planner, each.
@@ -199,10 +202,19 @@ def to_executorch(
     graph = with_alignment(graph_of(program), ALIGNMENT)
     if order is None:
         order = schedule(graph, method or DEFAULT_METHOD, time_limit=time_limit).order
+        chosen = True
+    else:
+        chosen = False
     order = graph.check_order(order)
     baseline = planned_bytes(lower(program))
     algo = ExactPlanner(time_limit=time_limit) if planner == "exact" else None
     manager = lower(reorder(program, order), algo)
+    if chosen and planned_bytes(manager) > baseline:
+        # ExecuTorch's lifetimes differ from the model's (scalar copies, see torch_export), and
+        # the chosen order lost: the export order with an exact plan is never above its greedy.
+        order = graph.listed_order
+        algo = ExactPlanner(time_limit=time_limit) if planner == "exact" else None
+        manager = lower(program, algo)
     report = ExecutorchReport(
         order=order,
         executorch_arena=baseline,
@@ -214,6 +226,22 @@ def to_executorch(
         seconds=time.perf_counter() - t0,
     )
     return bytes(manager.buffer), report
+
+
+def save_pte(
+    program: ExportedProgram, path: str | Path, order: Sequence[int] | None = None, **options: Any
+) -> ExecutorchReport:
+    """:func:`to_executorch`, written to ``path`` atomically; ``options`` go to it.
+
+    Raises:
+        OrderError: ``order`` is not topological.
+        SerenityError: ``path`` cannot be written.
+    """
+    from serenity.fsutil import atomic_write_bytes
+
+    pte, report = to_executorch(program, order, **options)
+    atomic_write_bytes(Path(path), pte)
+    return report
 
 
 def run_pte(pte: bytes, inputs: Sequence[Any]) -> list[Any]:

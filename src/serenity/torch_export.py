@@ -44,9 +44,10 @@ from __future__ import annotations
 import copy
 import operator
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from serenity.errors import GraphError, ShapeError, UnsupportedError
+from serenity.errors import GraphError, ModelFormatError, ShapeError, UnsupportedError
 from serenity.ir import Graph, Op, Tensor
 
 if TYPE_CHECKING:
@@ -227,6 +228,45 @@ def reorder(program: ExportedProgram, order: Sequence[int] | None = None) -> Exp
     return new
 
 
+def load_pt2(path: str | Path) -> tuple[Graph, ExportedProgram]:
+    """Read a ``.pt2`` file (``torch.export.save``) into the IR.
+
+    Returns:
+        ``(graph, program)``; the graph is named after the file.
+
+    Raises:
+        ModelFormatError: missing, truncated or corrupt file.
+        ShapeError, UnsupportedError: as :func:`graph_of`.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFormatError(f"{path}: no such file")
+    try:
+        program = torch.export.load(path)
+    except Exception as e:  # torch raises many types for a bad archive
+        raise ModelFormatError(f"{path}: not a torch.export program ({type(e).__name__}: {e})") from e
+    return graph_of(program, path.stem), program
+
+
+def save_pt2(program: ExportedProgram, order: Sequence[int], path: str | Path) -> None:
+    """Write ``program`` with its ops in ``order`` (:func:`reorder`) as a ``.pt2`` file,
+    atomically (a temporary file beside ``path``, renamed).
+
+    Raises:
+        OrderError: ``order`` is not topological.
+        SerenityError: ``path`` cannot be written.
+    """
+    import torch
+
+    from serenity.fsutil import atomic_path
+
+    moved = reorder(program, order)
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+        torch.export.save(moved, f)
+
+
 def is_alias(node: Node) -> bool:
     """Whether ``node`` is a view ExecuTorch plans no bytes for (see :data:`ALIAS_OPS`)."""
     schema = getattr(node.target, "_schema", None)
@@ -291,4 +331,13 @@ def _type_of(node: Node) -> str:
     return getattr(node.target, "__name__", str(node.target))
 
 
-__all__ = ["ALIAS_OPS", "CONTIGUOUS_ALIAS_OPS", "from_torch", "graph_of", "is_alias", "reorder"]
+__all__ = [
+    "ALIAS_OPS",
+    "CONTIGUOUS_ALIAS_OPS",
+    "from_torch",
+    "graph_of",
+    "is_alias",
+    "load_pt2",
+    "reorder",
+    "save_pt2",
+]
