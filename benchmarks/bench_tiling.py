@@ -56,7 +56,7 @@ def serenity(*args: str) -> dict[str, Any]:
 
 def optimize(model: Path, out: Path, *extra: str) -> dict[str, Any]:
     plan = ("--embed-plan",) if model.suffix == ".tflite" else ()
-    return serenity("optimize", str(model), "-o", str(out), *plan, *extra)
+    return serenity("optimize", str(model), "-o", str(out), "--time-limit", "90", *plan, *extra)
 
 
 def kib(n: int | None) -> str:
