@@ -201,3 +201,22 @@ def test_pt2_and_pte_files(branchy, tmp_path):
         load_pt2(tmp_path / "bad.pt2")
     with pytest.raises(ModelFormatError, match="no such file"):
         load_pt2(tmp_path / "missing.pt2")
+
+
+class ScalarInput(nn.Module):
+    """A Python int input (baked in) and a two-output op whose second output nobody reads."""
+
+    def forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        values, _ = torch.max(x, 1)
+        return torch.sigmoid(values).repeat(k)
+
+
+def test_scalar_input_and_unread_output_as_executorch_counts_them():
+    g, program = from_torch(ScalarInput(), (torch.randn(4, 8), 3))
+    assert g.inputs == ("x",) and "k" not in g.tensors
+    (mx,) = [op for op in g.ops if op.type == "max"]
+    unread = g.tensors[mx.outputs[1]]
+    assert unread.consumers == () and unread.dtype == "int64" and unread.nbytes == 4 * 8
+    planner = ExactPlanner()
+    lower(program, planner)  # ExecuTorch allocates the unread indices too: the peaks agree
+    assert peak_of(planner.buffers) == simulate(with_alignment(g, ALIGNMENT), g.listed_order).peak

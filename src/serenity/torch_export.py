@@ -117,6 +117,9 @@ def graph_of(program: ExportedProgram, name: str | None = None) -> Graph:
     inputs: list[str] = []
     for node in gm.graph.nodes:
         if node.op == "placeholder":
+            if not _is_tensor(node.meta.get("val")):
+                names[node] = ()  # a Python scalar input: baked into the program, no bytes
+                continue
             tensors[node.name] = _tensor(
                 node.name, node.meta.get("val"), constant=node.name not in user_inputs
             )
@@ -140,16 +143,13 @@ def graph_of(program: ExportedProgram, name: str | None = None) -> Graph:
                 if not _is_tensor(v):
                     outs.append("")
                     continue
-                getitem = next(
-                    (u for u in node.users if u.target is operator.getitem and u.args[1] == i), None
-                )
-                tname = (
-                    getitem.name
-                    if multi and getitem is not None
-                    else node.name
-                    if not multi
-                    else f"{node.name}#{i}"
-                )
+                # A multi-output op's tensor is named after its getitem node (else ``op#i``).
+                tname = node.name
+                if multi:
+                    getitem = next(
+                        (u for u in node.users if u.target is operator.getitem and u.args[1] == i), None
+                    )
+                    tname = f"{node.name}#{i}" if getitem is None else getitem.name
                 tensors[tname] = _tensor(tname, v)
                 outs.append(tname)
             names[node] = tuple(outs)
