@@ -66,11 +66,10 @@ def check_output(src: Path, dst: Path, *, embed_plan: bool = False, planner: str
     Raises:
         SerenityError: naming the option or file.
     """
-    from serenity.formats import format_of
+    from serenity.formats import format_of, output_format
     from serenity.planning import PLANNERS
 
-    if format_of(src) != format_of(dst):
-        raise SerenityError(f"{dst}: output must have the input's format ({src.suffix})")
+    output_format(src, dst)
     if embed_plan and format_of(src) != "tflite":
         raise SerenityError(
             f"{src}: --embed-plan writes TFLite Micro's OfflineMemoryAllocation; .tflite only"

@@ -130,11 +130,17 @@ def run(args: argparse.Namespace) -> int:
             order = traffic.pop("order")
         seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
+    et = None
     if args.embed_plan:
         from serenity.formats.tflite_plan import save_tflite_with_plan
 
         assert arena is not None
         save_tflite_with_plan(model, order, arena["offsets"], dst, memory_model=graph.memory_model)
+    elif model.format == "pt2" and dst.suffix.lower() == ".pte":
+        from serenity.executorch_io import save_pte
+
+        et = save_pte(model.source, dst, order)  # our order and our exact arena plan
+        order = et.order  # the export order when ExecuTorch's lifetimes made ours plan worse
     else:
         save(model, order, dst)
     save_seconds = time.perf_counter() - t1
@@ -161,6 +167,10 @@ def run(args: argparse.Namespace) -> int:
     if arena is not None:
         out["arena"] = {k: v for k, v in arena.items() if k not in ("order", "offsets")}
         out["plan_embedded"] = bool(args.embed_plan)
+    if et is not None:
+        out["executorch_arena_before"] = et.executorch_arena
+        out["executorch_arena_after"] = et.arena
+        out["executorch_plan_proven"] = et.proven
     if traffic is not None:
         out["offchip"] = traffic
     if args.json:
@@ -176,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
         *([("states explored", f"{result.stats['states']:,}")] if "states" in result.stats else []),
         *([("search stopped", str(result.stats["stopped"]))] if result.stats.get("stopped") else []),
     ]
+    if et is not None:
+        rows.append(("ExecuTorch arena", before_after(et.executorch_arena, et.arena)
+                     + " (its planner in the export order -> ours)"))  # fmt: skip
     if traffic is not None:
         rows += traffic_rows(traffic)
     if arena is not None:

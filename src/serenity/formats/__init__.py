@@ -21,7 +21,8 @@ class Model:
 
     Attributes:
         graph: The IR of the scheduled graph (TFLite: subgraph 0).
-        format: ``"onnx"``, ``"tflite"`` or ``"json"``.
+        format: ``"onnx"``, ``"tflite"``, ``"json"`` or ``"pt2"`` (a ``torch.export`` program;
+            the ``[torch]`` extra).
         path: The file it came from, if any.
         source: The format's own in-memory model, used by the exporter.
         info: Format facts worth reporting (opset, IR version, subgraph count...).
@@ -34,7 +35,10 @@ class Model:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".json": "json"}
+FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".json": "json", ".pt2": "pt2"}
+#: Outputs a format may be written as besides its own: a ``torch.export`` program lowers to an
+#: ExecuTorch program with our order and arena plan (:mod:`serenity.executorch_io`).
+LOWERED = {"pt2": ("pte",)}
 
 
 def format_of(path: Path) -> str:
@@ -45,7 +49,24 @@ def format_of(path: Path) -> str:
     """
     fmt = FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise ModelFormatError(f"{path}: unknown model format (expected .onnx, .tflite or .json)")
+        raise ModelFormatError(f"{path}: unknown model format (expected .onnx, .tflite, .json or .pt2)")
+    return fmt
+
+
+def output_format(src: Path, dst: Path) -> str:
+    """The format ``dst`` will be written in for a model read from ``src``: the same, or a
+    lowering of it (:data:`LOWERED`: ``.pt2`` -> ``.pte``).
+
+    Raises:
+        ModelFormatError: ``dst`` is neither.
+    """
+    fmt = format_of(src)
+    suffix = Path(dst).suffix.lower().lstrip(".")
+    if suffix in LOWERED.get(fmt, ()):
+        return suffix
+    if FORMATS.get(Path(dst).suffix.lower()) != fmt:
+        also = "".join(f" or .{s}" for s in LOWERED.get(fmt, ()))
+        raise ModelFormatError(f"{dst}: output must have the input's format ({Path(src).suffix}{also})")
     return fmt
 
 
@@ -75,6 +96,19 @@ def load(path: str | Path, *, dims: Mapping[str, int] | None = None, require_dat
         from serenity.formats.tflite_io import load_tflite
 
         return load_tflite(path, dims=dims)
+    if fmt == "pt2":
+        import logging
+
+        from serenity.torch_export import load_pt2
+
+        # torch.export.load logs a whole traceback before raising on a bad archive; the error
+        # we raise names the file and the problem in one line.
+        logging.disable(logging.WARNING)
+        try:
+            graph, program = load_pt2(path)
+        finally:
+            logging.disable(logging.NOTSET)
+        return Model(graph, "pt2", path, program, {"torch": "torch.export"})
     from serenity.formats.json_io import load_json
 
     return load_json(path)
@@ -90,6 +124,11 @@ def save(model: Model, order: Sequence[int], path: str | Path) -> None:
         ModelFormatError: ``path``'s suffix is not the model's format.
     """
     path = Path(path)
+    if model.format == "pt2" and path.suffix.lower() == ".pte":
+        from serenity.executorch_io import save_pte
+
+        save_pte(model.source, path, model.graph.check_order(order))
+        return
     if format_of(path) != model.format:
         raise ModelFormatError(f"{path}: cannot write a {model.format} model as {path.suffix}")
     order = model.graph.check_order(order)
@@ -101,6 +140,10 @@ def save(model: Model, order: Sequence[int], path: str | Path) -> None:
         from serenity.formats.tflite_io import save_tflite
 
         save_tflite(model, order, path)
+    elif model.format == "pt2":
+        from serenity.torch_export import save_pt2
+
+        save_pt2(model.source, order, path)
     else:
         from serenity.formats.json_io import save_json
 
