@@ -83,3 +83,15 @@ def test_bad_outputs_and_files_are_one_line(
     bad.write_bytes(b"not a zip")
     p = serenity("schedule", bad, "-o", tmp_path / "o.pt2")
     assert p.returncode == 2 and str(bad) in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_documented_names() -> None:
+    import serenity
+    import serenity.executorch
+    import serenity.torch
+
+    model, x = Branchy().eval(), torch.randn(1, 8, 16, 16)
+    graph, program = serenity.from_torch(model, (x,))
+    again = serenity.torch.reorder(program)
+    assert torch.allclose(again.module()(x), model(x), atol=1e-5) and len(graph.ops) > 0
+    assert serenity.executorch.to_executorch is serenity.executorch_io.to_executorch

@@ -31,6 +31,7 @@ _LAZY = {
     "Op": "serenity.ir",
     "Tensor": "serenity.ir",
     "with_memory_model": "serenity.ir",
+    "from_torch": "serenity.torch_export",
     "MemoryProfile": "serenity.memory",
     "simulate": "serenity.memory",
     "Model": "serenity.formats",
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from serenity.ir import Graph, Op, Tensor, with_memory_model
     from serenity.memory import MemoryProfile, simulate
     from serenity.schedulers import ScheduleResult, schedule
+    from serenity.torch_export import from_torch
 
 
 def __getattr__(name: str) -> Any:
@@ -75,6 +77,7 @@ __all__ = [
     "SerenityError",
     "Tensor",
     "__version__",
+    "from_torch",
     "load",
     "save",
     "schedule",
