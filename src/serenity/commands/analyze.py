@@ -13,6 +13,7 @@ from serenity.commands.common import (
     add_common,
     add_memory_model,
     alignment_for,
+    counted,
     duration,
     emit_json,
     guard_outputs,
@@ -49,7 +50,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``analyze``; returns the exit code."""
     from serenity.formats import load, protected_files
-    from serenity.ir import with_alignment, with_element_size, with_memory_model
     from serenity.memory import simulate
     from serenity.report import fmt_bytes, memory_timeline_png, table
     from serenity.schedulers import op_lower_bound, schedule
@@ -60,9 +60,8 @@ def run(args: argparse.Namespace) -> int:
     guard_outputs([("--plot", args.plot)], [Path(args.model)])
     model = load(args.model, dims=dims)
     guard_outputs([("--plot", args.plot)], protected_files(model))
-    graph = model.graph if not args.element_size else with_element_size(model.graph, args.element_size)
     align = alignment_for(model, args.align)
-    graph = with_memory_model(with_alignment(graph, align), args.memory_model)
+    graph = counted(model.graph, align, args.memory_model, args.element_size)
     invalid = graph.listed_problem
     listed = simulate(graph, graph.topological_order)
     bound = op_lower_bound(graph)

@@ -254,3 +254,14 @@ def byte_sizes(text: str) -> list[int]:
     if not parts:
         raise argparse.ArgumentTypeError("expected one or more byte sizes, e.g. 32K,64K")
     return [byte_size(s) for s in parts]
+
+
+def counted(graph: Any, align: int, memory_model: str, element_size: int | None = None) -> Any:
+    """``graph`` as every command counts its bytes: at ``element_size`` bytes per element when
+    given (:func:`serenity.ir.with_element_size`), each activation rounded up to ``align`` bytes
+    (:func:`serenity.ir.with_alignment`), in ``memory_model`` (:func:`serenity.ir.with_memory_model`)."""
+    from serenity.ir import with_alignment, with_element_size, with_memory_model
+
+    if element_size:
+        graph = with_element_size(graph, element_size)
+    return with_memory_model(with_alignment(graph, align), memory_model)

@@ -17,6 +17,7 @@ from serenity.commands.common import (
     add_memory_model,
     alignment_for,
     byte_sizes,
+    counted,
     duration,
     emit_json,
     guard_outputs,
@@ -75,7 +76,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``offchip``; returns the exit code."""
     from serenity.formats import load, protected_files
-    from serenity.ir import with_alignment, with_element_size, with_memory_model
     from serenity.memory import simulate
     from serenity.report import status
     from serenity.schedulers import DEFAULT_METHOD, op_lower_bound, schedule
@@ -91,9 +91,8 @@ def run(args: argparse.Namespace) -> int:
     guard_outputs([("--plot", args.plot)], [Path(args.model)])
     model = load(args.model, dims=dims)
     guard_outputs([("--plot", args.plot)], protected_files(model))
-    graph = model.graph if not args.element_size else with_element_size(model.graph, args.element_size)
     align = alignment_for(model, args.align)
-    graph = with_memory_model(with_alignment(graph, align), args.memory_model)
+    graph = counted(model.graph, align, args.memory_model, args.element_size)
     listed = graph.topological_order
     fixed: tuple[int, ...] | None = None
     order_name = args.order

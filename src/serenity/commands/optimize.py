@@ -18,6 +18,7 @@ from serenity.commands.common import (
     add_memory_model,
     alignment_for,
     check_output,
+    counted,
     duration,
     emit_json,
     guard_outputs,
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``optimize``; returns the exit code."""
     from serenity.commands.schedule import before_after, choose_arena
     from serenity.formats import dialect_for, load, protected_files, save
-    from serenity.ir import with_alignment, with_memory_model
+    from serenity.ir import with_memory_model
     from serenity.memory import simulate
     from serenity.report import fmt_bytes, status, table
     from serenity.rewrites.apply import structure_difference
@@ -125,10 +126,10 @@ def run(args: argparse.Namespace) -> int:
     align = alignment_for(model, args.align)
     mm = args.memory_model
 
-    def counted(g: Any) -> Any:  # the graph as the peaks are counted: aligned, in the memory model
-        return with_memory_model(with_alignment(g, align), mm)
+    def account(g: Any) -> Any:  # the graph as the peaks are counted: aligned, in the memory model
+        return counted(g, align, mm)
 
-    graph = counted(model.graph)
+    graph = account(model.graph)
     listed = None if graph.listed_problem else simulate(graph, graph.listed_order).peak
     t0 = time.perf_counter()
     with status(f"scheduling {len(graph.ops)} ops", quiet=args.json):
@@ -150,12 +151,12 @@ def run(args: argparse.Namespace) -> int:
             diff = structure_difference(out_model.graph, outcome.graph)
             if diff is not None:  # the writer and the IR must agree, or the proof is about another graph
                 raise AssertionError(f"{src}: the written graph is not the one scheduled: {diff}")
-            result = schedule_dp(counted(out_model.graph), time_limit=deadline.left())
+            result = schedule_dp(account(out_model.graph), time_limit=deadline.left())
     # Patch stages last, on the rewritten model, kept only if they lower its peak: never worse
     # than the rewrites alone.
     tiling: dict[str, Any] | None = None
     if args.tiles != "off" and not args.no_rewrite:
-        choice, tiled_model = _tile(out_model, result, counted, args, deadline)
+        choice, tiled_model = _tile(out_model, result, account, args, deadline)
         tiling = _tiling_dict(choice, args.explain or args.json)
         tiling["peak_before"] = result.peak
         if tiled_model is not None:
@@ -163,10 +164,10 @@ def run(args: argparse.Namespace) -> int:
             left = deadline.left()
             with status(f"scheduling {len(out_model.graph.ops)} ops (tiled)", quiet=args.json):
                 result = schedule_dp(
-                    counted(out_model.graph), time_limit=TILED_SCHEDULE_SECONDS if left is None else left
+                    account(out_model.graph), time_limit=TILED_SCHEDULE_SECONDS if left is None else left
                 )
             tiling["peak"], tiling["proven"] = result.peak, result.proven_optimal
-    out_graph = counted(out_model.graph)
+    out_graph = account(out_model.graph)
     order = result.order
     arena = None
     if args.embed_plan:
@@ -321,7 +322,7 @@ def _max_diff(src: Path, dst: Path, seed_: int) -> float:
 
 
 def _tile(
-    model: Any, base: Any, counted: Any, args: argparse.Namespace, deadline: Deadline
+    model: Any, base: Any, account: Any, args: argparse.Namespace, deadline: Deadline
 ) -> tuple[Any, Any]:
     """The ``--tiles`` search (:mod:`serenity.rewrites.tiling_search`) and, when it lowers the
     peak, the model with the chosen patch stage written in (else ``None``)."""
@@ -349,7 +350,7 @@ def _tile(
             model.graph,
             spatial,
             scheduled,
-            counted=counted,
+            counted=account,
             base_peak=base.peak,
             grids=None if args.tiles == "auto" else [args.tiles],
             max_overhead=args.max_overhead / 100,

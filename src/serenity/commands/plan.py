@@ -14,6 +14,7 @@ from serenity.commands.common import (
     add_common,
     add_memory_model,
     alignment_for,
+    counted,
     duration,
     emit_json,
     guard_outputs,
@@ -77,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_model(args: argparse.Namespace) -> int:
     from serenity.formats import load, protected_files
-    from serenity.ir import with_alignment, with_memory_model
     from serenity.memory import simulate
     from serenity.planning import PLANNERS, check_plan, peak_of
     from serenity.planning.target import target_buffers
@@ -92,7 +92,7 @@ def _run_model(args: argparse.Namespace) -> int:
     # The parser's --memory-model where it has one: under "inplace" a tensor an op writes over
     # a dying input shares that input's buffer (and offset).
     memory_model = getattr(args, "memory_model", None) or "tflm"
-    graph = with_memory_model(with_alignment(model.graph, align), memory_model)
+    graph = counted(model.graph, align, memory_model)
     order, order_name = _order(graph, args.order, deadline)
     profile = simulate(graph, order)
     target = target_buffers(model.graph, order, fmt=model.format, alignment=align, memory_model=memory_model)

@@ -16,6 +16,7 @@ from serenity.commands.common import (
     add_common,
     add_memory_model,
     alignment_for,
+    counted,
     duration,
     emit_json,
     guard_outputs,
@@ -64,7 +65,6 @@ def run(args: argparse.Namespace) -> int:
     from serenity.formats import load, protected_files
     from serenity.fsutil import atomic_write_bytes
     from serenity.html_report import PlanView, ReportView, order_view, render_html
-    from serenity.ir import with_alignment, with_memory_model
     from serenity.planning import PLANNERS, buffers_of, check_plan, peak_of
     from serenity.schedulers import DEFAULT_METHOD, op_lower_bound, schedule
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 2. The graph as analyze accounts it, the listed order and the optimal one.
     align = alignment_for(model, args.align)
-    graph = with_memory_model(with_alignment(model.graph, align), args.memory_model)
+    graph = counted(model.graph, align, args.memory_model)
     invalid = graph.listed_problem
     best = schedule(graph, DEFAULT_METHOD, time_limit=deadline.left())
     orders = [] if invalid else [order_view(graph, graph.listed_order, "listed")]

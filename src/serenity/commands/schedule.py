@@ -16,6 +16,7 @@ from serenity.commands.common import (
     alignment_for,
     byte_size,
     check_output,
+    counted,
     duration,
     emit_json,
     guard_outputs,
@@ -86,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
     """Run ``schedule``; returns the exit code."""
     from serenity.formats import load, protected_files, save
     from serenity.fsutil import refuse_overwrite
-    from serenity.ir import with_alignment, with_memory_model
     from serenity.memory import simulate
     from serenity.report import fmt_bytes, status, table
     from serenity.schedulers import DEFAULT_METHOD, SCHEDULERS, schedule
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     data = [p for p in protected_files(model) if p != model.path]
     guard_outputs([("-o", dst)], data if args.in_place else [*data, src])
     align = alignment_for(model, args.align)
-    graph = with_memory_model(with_alignment(model.graph, align), args.memory_model)
+    graph = counted(model.graph, align, args.memory_model)
     invalid = graph.listed_problem
     before = None if invalid else simulate(graph, graph.listed_order).peak
     with status(f"scheduling {len(graph.ops)} ops with '{method}'", quiet=args.json):
